@@ -1,0 +1,3 @@
+from batchrouter import create_app
+
+app = create_app()

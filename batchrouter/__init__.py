@@ -1,0 +1,88 @@
+"""BatchRouter: the application factory (defaults → environment → extensions → blueprints)."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+from sqlalchemy import event
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from batchrouter import config as config_module
+from batchrouter.config import ROOT
+
+
+def _load_config(app: Flask, overrides: dict | None) -> None:
+    defaults = {k: getattr(config_module.Defaults, k) for k in config_module.ENV_KEYS}
+    app.config.update(defaults)
+    app.config.update(config_module.from_environment())
+    app.config.update(overrides or {})
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = config_module.load_secret_key()
+    base_https = app.config["BASE_URL"].startswith("https://")
+    app.config.update(
+        MAX_CONTENT_LENGTH=app.config["BATCHROUTER_MAX_CONTENT_LENGTH"],
+        SESSION_COOKIE_NAME="__Host-br_session" if base_https else "br_session",
+        SESSION_COOKIE_SECURE=base_https,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=app.config["BATCHROUTER_SESSION_ABSOLUTE_TTL"],
+        WTF_CSRF_CHECK_DEFAULT=False,  # checked in security.enforce_csrf (cookie sessions only)
+        WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session (no lost forms)
+        WTF_CSRF_SSL_STRICT=base_https,
+        RATELIMIT_STORAGE_URI=(app.config["BATCHROUTER_RATELIMIT_STORAGE_URI"]
+                               or app.config["REDIS_URL"] or "memory://"),
+        RATELIMIT_KEY_PREFIX=app.config.get("RATELIMIT_KEY_PREFIX", "br"),
+        RATELIMIT_HEADERS_ENABLED=True,
+    )
+
+
+def _drain_after_commit(app: Flask) -> None:
+    """Hand outbox rows to Redis right after the transaction that wrote them commits."""
+    from batchrouter import queue
+
+    runtime = app.extensions["batchrouter"]
+
+    @event.listens_for(runtime.db.sessionmaker, "after_commit")
+    def _after_commit(session):
+        ids = session.info.pop("outbox_ids", None)
+        if ids and runtime.redis_url:
+            try:
+                queue.drain_outbox(runtime.db, runtime.redis, ids=ids,
+                                   lease=app.config["BATCHROUTER_OUTBOX_LEASE"])
+            except Exception:  # noqa: BLE001 - the periodic drainer retries; never fail the request
+                logging.getLogger(__name__).warning("outbox fast-path drain failed",
+                                                    exc_info=True)
+
+    @event.listens_for(runtime.db.sessionmaker, "after_rollback")
+    def _after_rollback(session):
+        session.info.pop("outbox_ids", None)
+
+
+def create_app(config: dict | None = None) -> Flask:
+    """Build the app; nothing is read, connected or registered before this is called."""
+    app = Flask(__name__, template_folder=str(ROOT / "templates"),
+                static_folder=str(ROOT / "static"))
+    _load_config(app, config)
+    proxies = int(app.config.get("BATCHROUTER_TRUSTED_PROXIES", 0) or 0)
+    if proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
+
+    from batchrouter import extensions, logs, security
+    from batchrouter.api import register_api
+    from batchrouter.web import register_web
+
+    logs.configure(app.config["LOG_FORMAT"])
+    app.extensions["batchrouter"] = extensions.Runtime(app.config)
+    _drain_after_commit(app)
+    app.teardown_appcontext(extensions.close_db_session)
+    extensions.csrf.init_app(app)
+    extensions.limiter.init_app(app)
+    security.init_app(app)
+    register_api(app)
+    register_web(app)
+    from batchrouter.cli import register_cli
+    register_cli(app)
+    return app
+
+
+__all__ = ["create_app"]

@@ -1,0 +1,20 @@
+"""JSON blueprints: /v1, /openapi.json, health endpoints; error handling for the whole app."""
+from __future__ import annotations
+
+from flask import Flask, current_app, jsonify
+
+from batchrouter.api.errors import register_error_handlers
+
+
+def register_api(app: Flask) -> None:
+    from batchrouter.api import health, v1
+    from batchrouter.api.openapi import build_spec
+
+    register_error_handlers(app)
+    app.register_blueprint(v1.bp)
+    app.register_blueprint(health.bp)
+
+    @app.get("/openapi.json")
+    def openapi():
+        """The OpenAPI 3.1 document of the public API."""
+        return jsonify(build_spec(current_app.config["BASE_URL"].rstrip("/")))

@@ -1,0 +1,115 @@
+"""Flask commands of SPEC §12: db upgrade, seed, worker, users create, keys create."""
+from __future__ import annotations
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+
+from batchrouter import accounts, apikeys, ledger
+from batchrouter.errors import DomainError
+from batchrouter.extensions import account_settings, runtime
+
+DEMO_EMAIL = "demo@batchrouter.local"
+DEMO_PASSWORD = "batchrouter-demo"
+
+
+def _fail(message: str):
+    raise click.ClickException(message)
+
+
+db_cli = AppGroup("db", help="Database schema.")
+users_cli = AppGroup("users", help="Manage users.")
+keys_cli = AppGroup("keys", help="Manage API keys.")
+
+
+@db_cli.command("upgrade")
+@click.option("--revision", default="head")
+def db_upgrade(revision: str):
+    """Apply migrations up to REVISION (default: head)."""
+    from batchrouter.migrate import upgrade
+
+    upgrade(current_app.config["DATABASE_URL"], revision)
+    click.echo("database at " + revision)
+
+
+def seed_demo(session, settings: accounts.Settings, demo_credits: int):
+    """Create the demo owner (verified operator) and top its workspace up once (idempotent)."""
+    user = accounts.find_user_by_email(session, DEMO_EMAIL)
+    if user is None:
+        user = accounts.create_user(session, DEMO_EMAIL, DEMO_PASSWORD,
+                                    accounts.Settings(settings.secret, settings.base_url, 0),
+                                    name="Demo owner", workspace_name="Demo workspace",
+                                    verified=True, operator=True)
+    workspace_id = accounts.memberships_of(session, user.id)[0].workspace_id
+    ledger.grant(session, workspace_id, demo_credits, kind="promo", reason="Demo credits",
+                 idempotency_key=f"demo-credits:{workspace_id}")
+    return user, workspace_id
+
+
+@click.command("seed")
+def seed():
+    """Seed the demo workspace and owner login (safe to run again)."""
+    with runtime().db.session() as session:
+        user, workspace_id = seed_demo(session, account_settings(),
+                                       current_app.config["BATCHROUTER_DEMO_CREDITS"])
+    click.echo(f"demo login: {DEMO_EMAIL} / {DEMO_PASSWORD} (workspace {workspace_id})")
+
+
+@click.command("worker")
+@click.option("--burst", is_flag=True, help="Drain the queues and exit.")
+@click.option("--queues", default=None, help="Comma-separated queue names.")
+def worker(burst: bool, queues: str | None):
+    """Run an RQ worker with the scheduler tick (outbox drain, periodic jobs, heartbeat)."""
+    from jobs.worker import run_worker
+
+    names = tuple(q for q in (queues or "").split(",") if q) or \
+        current_app.config["BATCHROUTER_QUEUES"]
+    run_worker(current_app._get_current_object(), names, burst=burst)
+
+
+@users_cli.command("create")
+@click.option("--email", required=True)
+@click.option("--password", required=True)
+@click.option("--workspace", default=None, help="Name of the user's new workspace.")
+@click.option("--operator", is_flag=True, help="Site-wide operator.")
+@click.option("--verified", is_flag=True, help="Mark the email verified.")
+def users_create(email, password, workspace, operator, verified):
+    """Create a user with their own workspace."""
+    try:
+        with runtime().db.session() as session:
+            if accounts.find_user_by_email(session, accounts.normalize_email(email)):
+                _fail(f"a user with email {email} exists")
+            user = accounts.create_user(session, email, password, account_settings(),
+                                        workspace_name=workspace, verified=verified,
+                                        operator=operator)
+            click.echo(user.id)
+    except DomainError as exc:
+        _fail(exc.message)
+
+
+@keys_cli.command("create")
+@click.option("--email", required=True)
+@click.option("--name", required=True)
+@click.option("--scopes", default=None, help="Comma-separated; default: all the role allows.")
+@click.option("--test", "test_mode", is_flag=True, help="A br_test_ key (sandbox only).")
+def keys_create(email, name, scopes, test_mode):
+    """Create an API key for a user's first workspace; prints only the secret."""
+    try:
+        with runtime().db.session() as session:
+            user = accounts.find_user_by_email(session, accounts.normalize_email(email))
+            if user is None:
+                _fail(f"no user with email {email}")
+            membership = accounts.memberships_of(session, user.id)[0]
+            _key, secret = apikeys.create_key(
+                session, workspace_id=membership.workspace_id, creator_id=user.id,
+                creator_role=membership.role, name=name,
+                scopes=[s.strip() for s in scopes.split(",")] if scopes else None,
+                mode="test" if test_mode else "live", verified=True)
+        click.echo(secret)
+    except DomainError as exc:
+        _fail(exc.message)
+
+
+def register_cli(app: Flask) -> None:
+    for command in (db_cli, users_cli, keys_cli, seed, worker):
+        app.cli.add_command(command)

@@ -1,0 +1,114 @@
+"""Configuration defaults and the environment mapping of SPEC §12."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+INSTANCE = ROOT / "instance"
+
+
+class Defaults:
+    """Every key the app reads, with the value used when nothing overrides it."""
+
+    # Signs session cookies, CSRF tokens and signed links; make run writes a random one to instance/.
+    SECRET_KEY = None
+    # SQLite file in instance/ by default; PostgreSQL via postgresql+psycopg://…
+    DATABASE_URL = f"sqlite:///{INSTANCE / 'batchrouter.db'}"
+    # None means "not configured": make run starts a private Redis and sets this.
+    REDIS_URL = None
+    HOST = "127.0.0.1"
+    PORT = 8000
+    # Public URL used in emails and signed links; never derived from the Host header.
+    BASE_URL = "http://127.0.0.1:8000"
+    # Email: Resend when a key is set, otherwise the local outbox table.
+    RESEND_API_KEY = None
+    RESEND_API_URL = None
+    EMAIL_FROM = "BatchRouter <no-reply@batchrouter.local>"
+    STRIPE_SECRET_KEY = None
+    STRIPE_WEBHOOK_SECRET = None
+    STRIPE_API_BASE = None
+    OPENAI_API_KEY = None
+    OPENAI_BASE_URL = None
+    ANTHROPIC_API_KEY = None
+    ANTHROPIC_BASE_URL = None
+    OPENROUTER_API_KEY = None
+    OPENROUTER_BASE_URL = None
+    WEBHOOKS_ALLOW_PRIVATE_TARGETS = False
+    LOG_FORMAT = "text"
+    OPERATOR_NAME = "BatchRouter operator"
+    OPERATOR_EMAIL = "operator@batchrouter.local"
+
+    # --- BATCHROUTER_* settings ---
+    # Credits granted to every new workspace (micro-dollars): $5.00.
+    BATCHROUTER_STARTER_CREDITS = 5_000_000
+    # Credits the make-run demo workspace starts with: $100.00.
+    BATCHROUTER_DEMO_CREDITS = 100_000_000
+    # Login throttles (Flask-Limiter strings), per account and per client IP.
+    BATCHROUTER_LOGIN_LIMIT_ACCOUNT = "10 per 15 minutes"
+    BATCHROUTER_LOGIN_LIMIT_IP = "30 per 15 minutes"
+    # Throttle for password-reset and verification-resend requests per IP.
+    BATCHROUTER_RECOVERY_LIMIT_IP = "10 per hour"
+    # API throttles per key and per workspace.
+    BATCHROUTER_API_LIMIT_KEY = "600 per minute"
+    BATCHROUTER_API_LIMIT_WORKSPACE = "1200 per minute"
+    # Rate limit storage; defaults to REDIS_URL. "memory://" only for single-process tools.
+    BATCHROUTER_RATELIMIT_STORAGE_URI = None
+    # Lifetime of emailed links, in seconds.
+    BATCHROUTER_VERIFY_TOKEN_TTL = 24 * 3600
+    BATCHROUTER_RESET_TOKEN_TTL = 30 * 60
+    # Console session lifetimes: absolute and idle, in seconds.
+    BATCHROUTER_SESSION_ABSOLUTE_TTL = 8 * 3600 * 3
+    BATCHROUTER_SESSION_IDLE_TTL = 8 * 3600
+    # Largest request body accepted (bytes); manifests may be large.
+    BATCHROUTER_MAX_CONTENT_LENGTH = 512 * 1024 * 1024
+    # RQ queue names; "default" carries everything until a queue earns its own workers.
+    BATCHROUTER_QUEUES = ("default",)
+    # Seconds between scheduler ticks in each worker (outbox drain + periodic jobs).
+    BATCHROUTER_SCHEDULER_TICK = 2.0
+    # A claimed-but-not-enqueued outbox row is retried after this many seconds.
+    BATCHROUTER_OUTBOX_LEASE = 30
+    # Worker heartbeat TTL in Redis (seconds); /readyz needs one live heartbeat.
+    BATCHROUTER_HEARTBEAT_TTL = 30
+    # Idempotency-Key records are kept this long (seconds).
+    BATCHROUTER_IDEMPOTENCY_TTL = 24 * 3600
+    # How many reverse proxies in front of the app set X-Forwarded-* (0 = trust none).
+    BATCHROUTER_TRUSTED_PROXIES = 0
+
+
+ENV_KEYS = [k for k in vars(Defaults) if k.isupper()]
+INT_KEYS = {k for k in ENV_KEYS if isinstance(getattr(Defaults, k), int)
+            and not isinstance(getattr(Defaults, k), bool)}
+FLOAT_KEYS = {k for k in ENV_KEYS if isinstance(getattr(Defaults, k), float)}
+BOOL_KEYS = {k for k in ENV_KEYS if isinstance(getattr(Defaults, k), bool)}
+TUPLE_KEYS = {k for k in ENV_KEYS if isinstance(getattr(Defaults, k), tuple)}
+
+
+def _coerce(key: str, raw: str):
+    if key in BOOL_KEYS:
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    if key in INT_KEYS:
+        return int(raw)
+    if key in FLOAT_KEYS:
+        return float(raw)
+    if key in TUPLE_KEYS:
+        return tuple(p.strip() for p in raw.split(",") if p.strip())
+    return raw
+
+
+def from_environment(environ=None) -> dict:
+    """Read the keys of SPEC §12 (and BATCHROUTER_*) that are set in the environment."""
+    environ = os.environ if environ is None else environ
+    return {k: _coerce(k, environ[k]) for k in ENV_KEYS if environ.get(k) not in (None, "")}
+
+
+def load_secret_key(instance: Path = INSTANCE) -> str:
+    """Return instance/secret_key, creating it with 32 random bytes on first use."""
+    import secrets
+
+    instance.mkdir(parents=True, exist_ok=True)
+    path = instance / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip()

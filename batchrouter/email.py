@@ -1,0 +1,103 @@
+"""Transactional email: rows first, sending in an RQ job (Resend, or the local outbox).
+
+`queue_email` writes the message and an outbox row in the caller's transaction, so an email
+is sent if and only if the change that wants it commits. `deliver` runs in the job.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from html import escape
+
+import resend
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from batchrouter import queue
+from batchrouter.config import ROOT
+from batchrouter.db import utcnow
+from batchrouter.models import EmailMessage
+
+_ENV = Environment(loader=FileSystemLoader(str(ROOT / "templates" / "email")),
+                   undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+SEND_JOB = "jobs.email.send_email"
+
+
+@dataclass(frozen=True)
+class Transport:
+    """How to send: a Resend key (and optional base URL), or neither for the local outbox."""
+
+    api_key: str | None
+    api_url: str | None
+    sender: str
+
+
+class PermanentEmailError(Exception):
+    """Resend refused the message for a reason a retry will not fix."""
+
+
+def render(template: str, context: dict) -> tuple[str, str, str]:
+    """Subject, plain text and HTML of a template; the first line is `Subject: …`."""
+    raw = _ENV.get_template(f"{template}.txt").render(**context)
+    first, _, body = raw.partition("\n")
+    subject = first.removeprefix("Subject:").strip()
+    paragraphs = "".join(f"<p>{escape(p).replace(chr(10), '<br>')}</p>"
+                         for p in body.strip().split("\n\n"))
+    return subject, body.strip() + "\n", f"<div style=\"font-family:sans-serif\">{paragraphs}</div>"
+
+
+def queue_email(session: Session, to: str, template: str, context: dict, *,
+                idempotency_key: str) -> EmailMessage:
+    """Write the message and its send job in the caller's transaction (once per key)."""
+    existing = session.scalars(select(EmailMessage)
+                               .where(EmailMessage.idempotency_key == idempotency_key)).first()
+    if existing is not None:
+        return existing
+    subject, text, html = render(template, context)
+    message = EmailMessage(to=to, subject=subject, text=text, html=html, template=template,
+                           idempotency_key=idempotency_key)
+    try:
+        with session.begin_nested():
+            session.add(message)
+            session.flush()
+    except IntegrityError:
+        return session.scalars(select(EmailMessage)
+                               .where(EmailMessage.idempotency_key == idempotency_key)).one()
+    queue.add_outbox(session, SEND_JOB, message.id)
+    return message
+
+
+def deliver(session: Session, email_id: str, transport: Transport) -> EmailMessage | None:
+    """Send one queued message; a message already sent is left alone (jobs may run twice)."""
+    message = session.get(EmailMessage, email_id)
+    if message is None or message.status in ("sent", "outbox"):
+        return message
+    message.attempts += 1
+    if not transport.api_key:
+        message.status, message.sent_at = "outbox", utcnow()
+        return message
+    resend.api_key = transport.api_key
+    resend.api_url = transport.api_url or "https://api.resend.com"
+    params = {"from": transport.sender, "to": [message.to], "subject": message.subject,
+              "text": message.text, "html": message.html}
+    try:
+        # The idempotency key makes Resend drop a resend of a message it already accepted.
+        result = resend.Emails.send(params, {"idempotency_key": message.idempotency_key})
+    except resend.exceptions.ResendError as exc:
+        message.last_error = str(exc)[:500]
+        if getattr(exc, "code", 500) in (400, 401, 403, 404, 422):
+            message.status = "failed"
+            raise PermanentEmailError(str(exc)) from exc
+        raise
+    message.status, message.sent_at = "sent", utcnow()
+    message.provider_id = (result or {}).get("id")
+    message.last_error = None
+    return message
+
+
+def recent_messages(session: Session, limit: int = 50, to: str | None = None):
+    stmt = select(EmailMessage).order_by(EmailMessage.created_at.desc(), EmailMessage.id.desc())
+    if to:
+        stmt = stmt.where(EmailMessage.to == to)
+    return list(session.scalars(stmt.limit(limit)))

@@ -1,0 +1,73 @@
+"""Flask extension objects and the per-request accessors views use (db session, redis, client)."""
+from __future__ import annotations
+
+import secrets
+
+from flask import current_app, g, request
+from flask_limiter import Limiter
+from flask_login import LoginManager
+from flask_wtf import CSRFProtect
+
+from batchrouter import accounts, queue
+from batchrouter.db import Database
+
+
+def client_ip() -> str:
+    # ProxyFix (configured by BATCHROUTER_TRUSTED_PROXIES) has already rewritten remote_addr
+    # when the app runs behind trusted proxies; a raw X-Forwarded-For is never trusted.
+    return request.remote_addr or "unknown"
+
+
+login_manager = LoginManager()
+csrf = CSRFProtect()
+limiter = Limiter(key_func=client_ip, default_limits=[], headers_enabled=True)
+
+
+class Runtime:
+    """What the app holds for its lifetime: the database and how to reach Redis."""
+
+    def __init__(self, config: dict):
+        self.db = Database(config["DATABASE_URL"])
+        self.redis_url = config["REDIS_URL"]
+        self.secret = config["SECRET_KEY"]
+
+    @property
+    def redis(self):
+        return queue.connect(self.redis_url)
+
+
+def runtime() -> Runtime:
+    return current_app.extensions["batchrouter"]
+
+
+def db_session():
+    """The request's SQLAlchemy session, opened on first use and closed at teardown."""
+    if "db_session" not in g:
+        g.db_session = runtime().db.sessionmaker()
+    return g.db_session
+
+
+def close_db_session(_exc=None) -> None:
+    session = g.pop("db_session", None)
+    if session is not None:
+        session.close()
+
+
+def account_settings() -> accounts.Settings:
+    cfg = current_app.config
+    return accounts.Settings(secret=cfg["SECRET_KEY"], base_url=cfg["BASE_URL"].rstrip("/"),
+                             starter_credits=cfg["BATCHROUTER_STARTER_CREDITS"],
+                             verify_ttl=cfg["BATCHROUTER_VERIFY_TOKEN_TTL"],
+                             reset_ttl=cfg["BATCHROUTER_RESET_TOKEN_TTL"])
+
+
+def client() -> accounts.Client:
+    return accounts.Client(ip=client_ip(), user_agent=request.headers.get("User-Agent"))
+
+
+def request_id() -> str:
+    if "request_id" not in g:
+        incoming = request.headers.get("X-Request-Id", "")
+        g.request_id = incoming if 8 <= len(incoming) <= 64 and incoming.isalnum() \
+            else secrets.token_hex(8)
+    return g.request_id

@@ -1,0 +1,12 @@
+"""All models, imported so Base.metadata knows every table (Alembic autogenerate, tests)."""
+from batchrouter.db import Base
+from batchrouter.models.accounts import ApiKey, Membership, User, UserSession, Workspace
+from batchrouter.models.billing import CreditLot, LedgerAccount, LedgerEntry, LedgerTransaction
+from batchrouter.models.records import EmailMessage, ErrorReport, SecurityEvent
+from batchrouter.models.system import IdempotencyRecord, OutboxMessage, PeriodicTask
+
+__all__ = [
+    "Base", "ApiKey", "Membership", "User", "UserSession", "Workspace", "CreditLot",
+    "LedgerAccount", "LedgerEntry", "LedgerTransaction", "EmailMessage", "ErrorReport",
+    "SecurityEvent", "IdempotencyRecord", "OutboxMessage", "PeriodicTask",
+]

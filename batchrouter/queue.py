@@ -1,0 +1,123 @@
+"""The one place that talks to RQ: enqueue by dotted name, the outbox drainer, heartbeats.
+
+Work that must survive a crash goes through `add_outbox` in the same transaction as the state
+change; `drain_outbox` moves committed rows to Redis. It runs right after each commit (fast
+path) and on every scheduler tick in every worker (the safety net), and a lease keeps two
+drainers from enqueuing the same row at once.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import os
+import time
+from datetime import timedelta
+
+from redis import Redis
+from rq import Queue, Retry
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from batchrouter.db import Database, utcnow
+from batchrouter.models import OutboxMessage
+
+log = logging.getLogger(__name__)
+
+# Retry policy per job: (attempts after the first, seconds between them).
+RETRIES = {
+    "jobs.email.send_email": (6, [10, 60, 300, 900, 3600, 7200]),
+}
+DEFAULT_TIMEOUT = 600
+HEARTBEAT_KEY = "batchrouter:worker-heartbeat:"
+
+_connections: dict[str, Redis] = {}
+
+
+def connect(url: str) -> Redis:
+    """A cached Redis client for a URL (redis://, rediss:// or unix://)."""
+    if url not in _connections:
+        _connections[url] = Redis.from_url(url, health_check_interval=30)
+    return _connections[url]
+
+
+def enqueue(redis: Redis, func: str, *args, queue: str = "default", job_id: str | None = None):
+    """Enqueue `func` (a dotted name under jobs/) with its retry policy."""
+    retry = RETRIES.get(func)
+    return Queue(queue, connection=redis).enqueue_call(
+        func, args=args, job_id=job_id, timeout=DEFAULT_TIMEOUT,
+        retry=Retry(max=retry[0], interval=retry[1]) if retry else None,
+        result_ttl=300, failure_ttl=30 * 24 * 3600)
+
+
+def add_outbox(session: Session, func: str, *args, queue: str = "default",
+               delay: float = 0) -> OutboxMessage:
+    """Record a job to run once the caller's transaction commits."""
+    row = OutboxMessage(func=func, args=list(args), queue=queue,
+                        available_at=utcnow() + timedelta(seconds=delay))
+    session.add(row)
+    session.flush()
+    session.info.setdefault("outbox_ids", []).append(row.id)
+    return row
+
+
+def _claim(session: Session, row_id: str, lease: int) -> bool:
+    now = utcnow()
+    result = session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == row_id, OutboxMessage.enqueued_at.is_(None),
+               or_(OutboxMessage.lease_until.is_(None), OutboxMessage.lease_until < now))
+        .values(lease_until=now + timedelta(seconds=lease),
+                attempts=OutboxMessage.attempts + 1))
+    return result.rowcount == 1
+
+
+def drain_outbox(db: Database, redis: Redis, *, ids: list[str] | None = None, limit: int = 500,
+                 lease: int = 30) -> int:
+    """Enqueue committed, due outbox rows; returns how many were enqueued.
+
+    Claim (own transaction) → enqueue → mark enqueued (own transaction). A crash after the
+    claim leaves the row for the next drain once the lease lapses, so a job may be enqueued
+    twice but never lost: jobs are idempotent.
+    """
+    with db.session() as session:
+        stmt = select(OutboxMessage.id).where(OutboxMessage.enqueued_at.is_(None),
+                                              OutboxMessage.available_at <= utcnow())
+        if ids is not None:
+            stmt = stmt.where(OutboxMessage.id.in_(ids))
+        candidates = list(session.scalars(stmt.order_by(OutboxMessage.id).limit(limit)))
+    done = 0
+    for row_id in candidates:
+        with db.session() as session:
+            if not _claim(session, row_id, lease):
+                continue
+        with db.session() as session:
+            row = session.get(OutboxMessage, row_id)
+            job = enqueue(redis, row.func, *row.args, queue=row.queue, job_id=f"{row.id}")
+            row.enqueued_at, row.job_id = utcnow(), job.id
+        done += 1
+    return done
+
+
+def pending_outbox(session: Session) -> int:
+    """Rows written but not yet handed to Redis (shown on the operator page)."""
+    from sqlalchemy import func
+    return session.scalar(select(func.count()).select_from(OutboxMessage)
+                          .where(OutboxMessage.enqueued_at.is_(None))) or 0
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}.{os.getpid()}"
+
+
+def write_heartbeat(redis: Redis, name: str, ttl: int) -> None:
+    redis.set(HEARTBEAT_KEY + name, str(time.time()), ex=ttl)
+
+
+def live_workers(redis: Redis) -> list[str]:
+    """Names of workers whose heartbeat has not expired."""
+    return sorted(k.decode().removeprefix(HEARTBEAT_KEY)
+                  for k in redis.scan_iter(HEARTBEAT_KEY + "*"))
+
+
+def queue_depths(redis: Redis, names) -> dict[str, int]:
+    return {name: Queue(name, connection=redis).count for name in names}

@@ -1,0 +1,17 @@
+"""Console blueprints and the template context every page shares."""
+from __future__ import annotations
+
+from flask import Flask
+
+from batchrouter import money
+
+
+def register_web(app: Flask) -> None:
+    from batchrouter.web import auth, console, keys, operator
+    from batchrouter.web.session import init_login
+
+    init_login(app)
+    for module in (auth, console, keys, operator):
+        app.register_blueprint(module.bp)
+    app.jinja_env.filters["usd"] = money.to_display
+    app.jinja_env.filters["dt"] = lambda v: v.strftime("%Y-%m-%d %H:%M UTC") if v else "—"

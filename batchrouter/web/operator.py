@@ -1,0 +1,54 @@
+"""Operator pages: the local email outbox and error-reference lookup."""
+from __future__ import annotations
+
+import functools
+
+from flask import Blueprint, abort, render_template, request
+from flask_login import current_user, login_required
+
+from batchrouter import email as mail
+from batchrouter import queue
+from batchrouter.extensions import db_session, runtime
+from batchrouter.models import ErrorReport
+
+bp = Blueprint("operator", __name__, url_prefix="/operator")
+
+
+def operator_required(view):
+    @functools.wraps(view)
+    @login_required
+    def wrapped(*args, **kwargs):
+        if not current_user.is_operator:
+            abort(403)
+        return view(*args, **kwargs)
+    return wrapped
+
+
+@bp.get("/emails")
+@operator_required
+def emails():
+    """Every email the installation sent or held in its local outbox."""
+    to = (request.args.get("to") or "").strip() or None
+    return render_template("operator/emails.html",
+                           messages=mail.recent_messages(db_session(), 100, to=to), to=to or "")
+
+
+@bp.get("/errors")
+@operator_required
+def errors():
+    """Look up an error reference a user quoted."""
+    ref = (request.args.get("ref") or "").strip()
+    report = db_session().get(ErrorReport, ref) if ref else None
+    return render_template("operator/errors.html", ref=ref, report=report)
+
+
+@bp.get("/system")
+@operator_required
+def system():
+    """Workers, queues and the outbox backlog."""
+    redis = runtime().redis
+    from flask import current_app
+
+    return render_template("operator/system.html", workers=queue.live_workers(redis),
+                           depths=queue.queue_depths(redis, current_app.config["BATCHROUTER_QUEUES"]),
+                           pending=queue.pending_outbox(db_session()))

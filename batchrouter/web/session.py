@@ -1,0 +1,85 @@
+"""Flask-Login wiring: the cookie holds a server-side session id, checked on every request."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app, session as cookie
+from flask_login import UserMixin, login_user, logout_user
+
+from batchrouter import accounts
+from batchrouter.extensions import client, db_session, login_manager
+from batchrouter.models import User, UserSession
+
+
+@dataclass
+class ConsoleUser(UserMixin):
+    """The signed-in user as views see them: who, which workspace, which role."""
+
+    user: User
+    record: UserSession
+    role: str | None
+
+    def get_id(self) -> str:
+        return self.record.id
+
+    @property
+    def id(self) -> str:
+        return self.user.id
+
+    @property
+    def email(self) -> str:
+        return self.user.email
+
+    @property
+    def workspace_id(self) -> str | None:
+        return self.record.workspace_id
+
+    @property
+    def is_operator(self) -> bool:
+        return self.user.is_operator
+
+    @property
+    def is_verified(self) -> bool:
+        return self.user.is_verified
+
+
+@login_manager.user_loader
+def load_user(session_id: str):
+    cfg = current_app.config
+    session = db_session()
+    record = accounts.active_session(session, session_id,
+                                     idle_ttl=cfg["BATCHROUTER_SESSION_IDLE_TTL"],
+                                     absolute_ttl=cfg["BATCHROUTER_SESSION_ABSOLUTE_TTL"])
+    if record is None:
+        return None
+    session.commit()  # last_seen_at
+    user = session.get(User, record.user_id)
+    role = accounts.role_in(session, user.id, record.workspace_id) if record.workspace_id \
+        else None
+    return ConsoleUser(user=user, record=record, role=role)
+
+
+def sign_in(user: User) -> None:
+    """Start a fresh server-side session and a fresh cookie (no session fixation)."""
+    session = db_session()
+    record = accounts.start_session(session, user, client())
+    session.commit()
+    cookie.clear()
+    cookie.permanent = True
+    login_user(ConsoleUser(user=user, record=record, role=None))
+
+
+def sign_out(console_user: ConsoleUser) -> None:
+    session = db_session()
+    accounts.end_session(session, console_user.record.id, client())
+    session.commit()
+    logout_user()
+    cookie.clear()
+
+
+def init_login(app) -> None:
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = "Please sign in to continue."
+    login_manager.login_message_category = "info"
+    login_manager.session_protection = None  # the server-side record is the protection

@@ -1,0 +1,1 @@
+"""RQ job functions: plain functions that take ids (DESIGN §1)."""

@@ -1,0 +1,11 @@
+"""Housekeeping jobs run by the periodic scheduler."""
+from __future__ import annotations
+
+from batchrouter import queue
+from jobs import runtime
+
+
+def sweep_outbox() -> int:
+    """Enqueue outbox rows whose fast-path enqueue never happened (e.g. a crash after commit)."""
+    rt = runtime.runtime()
+    return queue.drain_outbox(rt.db, rt.redis, lease=runtime.config()["BATCHROUTER_OUTBOX_LEASE"])

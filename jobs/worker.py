@@ -1,0 +1,60 @@
+"""The worker entry: build the app once, tick the scheduler in a thread, run RQ's loop.
+
+A SimpleWorker runs jobs in this process (no fork per job): the app, its engine and pools are
+built once, and a crashed job is recovered from database state by sweeps, not by RQ.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+from rq import SimpleWorker
+
+from batchrouter import queue, scheduler
+from jobs import runtime
+
+log = logging.getLogger(__name__)
+
+
+def tick(app, name: str) -> None:
+    """One scheduler tick: heartbeat, periodic tasks due, outbox drain."""
+    rt = app.extensions["batchrouter"]
+    cfg = app.config
+    queue.write_heartbeat(rt.redis, name, cfg["BATCHROUTER_HEARTBEAT_TTL"])
+    with rt.db.session() as session:
+        scheduler.claim_due(session)
+    queue.drain_outbox(rt.db, rt.redis, lease=cfg["BATCHROUTER_OUTBOX_LEASE"])
+
+
+def _tick_forever(app, name: str, stop: threading.Event) -> None:
+    interval = app.config["BATCHROUTER_SCHEDULER_TICK"]
+    while not stop.is_set():
+        try:
+            tick(app, name)
+        except Exception:  # noqa: BLE001 - a failed tick is retried on the next one
+            log.warning("scheduler tick failed", exc_info=True)
+        stop.wait(interval)
+
+
+def run_worker(app, queues: tuple[str, ...], *, burst: bool = False) -> None:
+    """Run until stopped (or, with burst, until the queues are empty)."""
+    runtime.install(app)
+    rt = app.extensions["batchrouter"]
+    if not rt.redis_url:
+        raise SystemExit("REDIS_URL is not set; the worker needs Redis.")
+    with rt.db.session() as session:
+        scheduler.register_defaults(session)
+    name = queue.worker_name()
+    stop = threading.Event()
+    ticker = threading.Thread(target=_tick_forever, args=(app, name, stop), daemon=True)
+    if burst:
+        tick(app, name)
+    else:
+        ticker.start()
+    worker = SimpleWorker(list(queues), connection=rt.redis, name=name)
+    try:
+        with app.app_context():
+            worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
+    finally:
+        stop.set()
+        rt.redis.delete(queue.HEARTBEAT_KEY + name)

@@ -3,32 +3,35 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench lint venv install install-test serve clean
+.PHONY: run test bench lint serve clean
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null 2>&1 || { echo "Python 3.11 is required"; exit 1; }
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-venv: $(BIN)/python
+# Stamps: reinstall only when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e . 2>&1 | grep -vE "^\s*$$|!!|\*\*\*|editable|Please be careful|name as your package|WheelFile" || true
+	$(BIN)/python -c "import batchrouter"
+	touch $@
 
-install: venv
-	$(BIN)/pip install -q -e .
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]' 2>&1 | grep -vE "^\s*$$|!!|\*\*\*|editable|Please be careful|name as your package|WheelFile" || true
+	$(BIN)/python -c "import batchrouter, pytest, playwright"
+	touch $@ $(VENV)/.installed
 
-install-test: venv
-	$(BIN)/pip install -q -e '.[test]'
-
-run: install
+run: $(VENV)/.installed
 	@bash scripts/run.sh
 
-test: install-test
+test: $(VENV)/.installed-test
 	@bash scripts/test.sh
 
-bench: install-test
+bench: $(VENV)/.installed-test
 	@bash scripts/bench.sh
 
-lint: install-test
+lint: $(VENV)/.installed-test
 	$(BIN)/pip install -q ruff && $(BIN)/ruff check batchrouter jobs tests
 
 clean:
-	rm -rf $(VENV) instance/*.db instance/redis
+	rm -rf $(VENV) instance/*.db instance/redis*

@@ -29,11 +29,17 @@ def _load_config(app: Flask, overrides: dict | None) -> None:
         WTF_CSRF_CHECK_DEFAULT=False,  # checked in security.enforce_csrf (cookie sessions only)
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session (no lost forms)
         WTF_CSRF_SSL_STRICT=base_https,
-        RATELIMIT_STORAGE_URI=(app.config["BATCHROUTER_RATELIMIT_STORAGE_URI"]
-                               or app.config["REDIS_URL"] or "memory://"),
+        RATELIMIT_STORAGE_URI=_limits_storage(app.config),
         RATELIMIT_KEY_PREFIX=app.config.get("RATELIMIT_KEY_PREFIX", "br"),
         RATELIMIT_HEADERS_ENABLED=True,
     )
+
+
+def _limits_storage(cfg) -> str:
+    """Flask-Limiter storage: shared Redis, so limits hold across processes and machines."""
+    url = cfg["BATCHROUTER_RATELIMIT_STORAGE_URI"] or cfg["REDIS_URL"] or "memory://"
+    # The `limits` library spells unix sockets redis+unix://.
+    return "redis+unix://" + url[len("unix://"):] if url.startswith("unix://") else url
 
 
 def _drain_after_commit(app: Flask) -> None:

@@ -119,6 +119,23 @@ def authenticate_key(session: Session, secret: str) -> ApiKey:
     return key
 
 
+ROLE_RANK = {"viewer": 0, "member": 1, "admin": 2, "owner": 3}
+
+
+def effective_role(session: Session, key: ApiKey) -> str:
+    """The weaker of the key's role and its creator's role today (SPEC §2: a key never
+    exceeds its creator's role); a key whose creator left the workspace stops working."""
+    from batchrouter.models import Membership
+
+    current = session.scalars(select(Membership.role).where(
+        Membership.workspace_id == key.workspace_id,
+        Membership.user_id == key.created_by_id)).first() if key.created_by_id else None
+    if current is None:
+        raise Unauthorized("The API key's creator is no longer a member of this workspace.",
+                           code="invalid_api_key")
+    return min(key.role, current, key=ROLE_RANK.__getitem__)
+
+
 def require_scope(key: ApiKey, scope: str) -> None:
     """Forbidden unless the key carries `scope` and its role still allows it."""
     if scope not in (key.scopes or []) or scope not in allowed_scopes(key.role):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 from flask import Flask, current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 from batchrouter import accounts, apikeys, ledger
 from batchrouter.errors import DomainError
@@ -47,6 +47,7 @@ def seed_demo(session, settings: accounts.Settings, demo_credits: int):
 
 
 @click.command("seed")
+@with_appcontext
 def seed():
     """Seed the demo workspace and owner login (safe to run again)."""
     with runtime().db.session() as session:
@@ -56,6 +57,7 @@ def seed():
 
 
 @click.command("worker")
+@with_appcontext
 @click.option("--burst", is_flag=True, help="Drain the queues and exit.")
 @click.option("--queues", default=None, help="Comma-separated queue names.")
 def worker(burst: bool, queues: str | None):

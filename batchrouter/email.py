@@ -37,6 +37,10 @@ class PermanentEmailError(Exception):
     """Resend refused the message for a reason a retry will not fix."""
 
 
+class TransientEmailError(Exception):
+    """Sending failed for a reason a later retry may fix (outage, timeout, 429, 5xx)."""
+
+
 def render(template: str, context: dict) -> tuple[str, str, str]:
     """Subject, plain text and HTML of a template; the first line is `Subject: …`."""
     raw = _ENV.get_template(f"{template}.txt").render(**context)
@@ -84,12 +88,13 @@ def deliver(session: Session, email_id: str, transport: Transport) -> EmailMessa
     try:
         # The idempotency key makes Resend drop a resend of a message it already accepted.
         result = resend.Emails.send(params, {"idempotency_key": message.idempotency_key})
-    except resend.exceptions.ResendError as exc:
-        message.last_error = str(exc)[:500]
-        if getattr(exc, "code", 500) in (400, 401, 403, 404, 422):
+    except Exception as exc:  # noqa: BLE001 - classified below, recorded either way
+        message.last_error = f"{type(exc).__name__}: {exc}"[:500]
+        if isinstance(exc, resend.exceptions.ResendError) \
+                and str(getattr(exc, "code", "")) in ("400", "401", "403", "404", "422"):
             message.status = "failed"
             raise PermanentEmailError(str(exc)) from exc
-        raise
+        raise TransientEmailError(str(exc)) from exc
     message.status, message.sent_at = "sent", utcnow()
     message.provider_id = (result or {}).get("id")
     message.last_error = None

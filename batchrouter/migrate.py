@@ -15,9 +15,18 @@ def alembic_config(database_url: str) -> Config:
     return cfg
 
 
+def _quiet() -> None:
+    # Alembic logs every plugin at INFO through the app's root handler; keep start-up readable.
+    import logging
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
 def upgrade(database_url: str, revision: str = "head") -> None:
+    _quiet()
     command.upgrade(alembic_config(database_url), revision)
 
 
 def downgrade(database_url: str, revision: str) -> None:
+    _quiet()
     command.downgrade(alembic_config(database_url), revision)

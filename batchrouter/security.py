@@ -25,14 +25,20 @@ def bearer_token() -> str | None:
     return None
 
 
+def _has_session_cookie() -> bool:
+    from flask import current_app
+
+    return current_app.config["SESSION_COOKIE_NAME"] in request.cookies
+
+
 def enforce_csrf() -> None:
     """CSRF applies to cookie-authenticated requests only (Bearer calls carry no cookie)."""
     if request.method in ("GET", "HEAD", "OPTIONS", "TRACE"):
         return
     if request.path.startswith(CSRF_EXEMPT_PREFIXES):
         return
-    if is_api_path(request.path) and bearer_token():
-        return
+    if is_api_path(request.path) and (bearer_token() or not _has_session_cookie()):
+        return  # no cookie → nothing to forge; authentication answers 401 instead
     # Fetch Metadata: a browser telling us the POST comes from another site is refused at once.
     if request.headers.get("Sec-Fetch-Site") == "cross-site":
         from flask_wtf.csrf import CSRFError

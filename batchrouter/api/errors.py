@@ -59,8 +59,11 @@ def handle_http_error(exc: HTTPException):
     if status >= 500:
         return handle_unexpected(exc)
     if _wants_json():
-        headers = {"Retry-After": exc.response.headers["Retry-After"]} \
-            if exc.response is not None and "Retry-After" in exc.response.headers else None
+        # Keep the headers HTTP gives these statuses meaning with (Allow on 405, Retry-After).
+        original = exc.get_response().headers
+        headers = {h: original[h] for h in ("Allow", "Retry-After") if h in original}
+        if exc.response is not None and "Retry-After" in exc.response.headers:
+            headers["Retry-After"] = exc.response.headers["Retry-After"]
         message = exc.description if status != 404 else "No such endpoint or object."
         if status == 429:
             message = "Too many requests; slow down and retry after the Retry-After delay."
@@ -73,17 +76,29 @@ def handle_http_error(exc: HTTPException):
     return _page(status, titles.get(status, "Request problem"), message)
 
 
+def _who() -> tuple[str | None, str | None]:
+    """User and workspace of the failing request, without touching the database again."""
+    from flask import g
+
+    principal = g.get("principal")
+    if principal is not None:
+        return principal.user_id, principal.workspace_id
+    user = g.get("_login_user")
+    if user is not None and getattr(user, "is_authenticated", False):
+        return user.id, user.workspace_id
+    return None, None
+
+
 def record_error(exc: BaseException) -> str:
     """Store the traceback under a reference the user can quote to the operator."""
-    from flask_login import current_user
-
+    user_id, workspace_id = _who()
     try:
         with runtime().db.session() as session:
             report = ErrorReport(method=request.method, path=request.path[:500], status=500,
                                  exception=f"{type(exc).__name__}: {exc}"[:300],
                                  traceback="".join(traceback.format_exception(exc))[-20000:],
-                                 request_id=request_id(),
-                                 user_id=getattr(current_user, "id", None))
+                                 request_id=request_id(), user_id=user_id,
+                                 workspace_id=workspace_id)
             session.add(report)
             session.flush()
             return report.id

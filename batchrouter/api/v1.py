@@ -74,7 +74,7 @@ def list_api_keys():
 
 @bp.post("/auth/account/api-keys")
 @require("admin")
-@idempotent
+@idempotent(redact=("secret",))
 def create_api_key():
     """Create a key; the secret is in this response and nowhere else, ever."""
     principal = current_principal()

@@ -1,0 +1,57 @@
+"""The operator commands of SPEC §12 through Flask's CLI runner."""
+from sqlalchemy import select
+
+from batchrouter import apikeys, ledger
+from batchrouter.cli import DEMO_EMAIL, DEMO_PASSWORD
+from batchrouter.models import ApiKey, User
+from tests.factories import workspace_of
+
+
+def invoke(app, *args):
+    return app.test_cli_runner().invoke(args=list(args), catch_exceptions=False)
+
+
+def test_users_create_and_keys_create(app, session):
+    result = invoke(app, "users", "create", "--email", "ops@example.com", "--password",
+                    "operator password", "--workspace", "Ops", "--operator", "--verified")
+    assert result.exit_code == 0, result.output
+    user = session.scalars(select(User).where(User.email == "ops@example.com")).one()
+    assert user.is_operator and user.is_verified
+    result = invoke(app, "keys", "create", "--email", "ops@example.com", "--name", "cli",
+                    "--scopes", "read,quote")
+    secret = result.output.strip()
+    session.rollback()  # end the read snapshot so the new key is visible
+    assert result.exit_code == 0 and secret.startswith("br_live_") and "\n" not in secret
+    key = apikeys.authenticate_key(session, secret)
+    assert sorted(key.scopes) == ["quote", "read"]
+    test_secret = invoke(app, "keys", "create", "--email", "ops@example.com", "--name", "t",
+                         "--test").output.strip()
+    assert test_secret.startswith("br_test_")
+
+
+def test_users_create_rejects_duplicates_and_weak_passwords(app):
+    assert invoke(app, "users", "create", "--email", "a@example.com", "--password",
+                  "long enough pw").exit_code == 0
+    again = app.test_cli_runner().invoke(args=["users", "create", "--email", "a@example.com",
+                                               "--password", "long enough pw"])
+    assert again.exit_code != 0 and "exists" in again.output
+    weak = app.test_cli_runner().invoke(args=["users", "create", "--email", "b@example.com",
+                                              "--password", "short"])
+    assert weak.exit_code != 0 and "8 characters" in weak.output
+
+
+def test_seed_is_idempotent_and_funds_the_demo(app, session):
+    first = invoke(app, "seed")
+    second = invoke(app, "seed")
+    assert DEMO_EMAIL in first.output and DEMO_PASSWORD in first.output
+    assert first.output == second.output
+    user = session.scalars(select(User).where(User.email == DEMO_EMAIL)).one()
+    assert user.is_verified and user.is_operator
+    assert ledger.balances(session, workspace_of(session, user)).available == 100_000_000
+    assert session.scalars(select(ApiKey)).all() == []
+
+
+def test_keys_create_for_unknown_user_fails(app):
+    result = app.test_cli_runner().invoke(args=["keys", "create", "--email",
+                                                "ghost@example.com", "--name", "x"])
+    assert result.exit_code != 0 and "no user" in result.output

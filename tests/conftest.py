@@ -111,6 +111,10 @@ def truncate_all(url: str) -> None:
             for table in reversed(Base.metadata.sorted_tables):
                 conn.execute(table.delete())
         else:
+            # A session a test forgot to close would make TRUNCATE wait forever.
+            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                              "AND state LIKE 'idle in transaction%'"))
             names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
             conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
     engine.dispose()

@@ -11,6 +11,12 @@ SETTINGS = accounts.Settings(secret="test-secret", base_url="http://127.0.0.1:50
                              starter_credits=5_000_000)
 
 
+def read(db, fn):
+    """Run fn(session) in a short-lived session (closed at once: no lingering locks)."""
+    with db.sessionmaker() as s:
+        return fn(s)
+
+
 def make_user(session, email="owner@example.com", password=PASSWORD, *, verified=True,
               operator=False, settings=SETTINGS):
     user = accounts.create_user(session, email, password, settings, verified=verified,

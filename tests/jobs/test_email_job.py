@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from batchrouter import accounts
 from batchrouter.models import EmailMessage
-from tests.factories import PASSWORD, SETTINGS
+from tests.factories import PASSWORD, SETTINGS, read
 from tests.stubs import StubServer
 
 CLIENT = accounts.Client(ip="127.0.0.1")
@@ -28,7 +28,7 @@ def app_overrides(resend_stub):
 
 
 def messages(db):
-    return db.sessionmaker().scalars(select(EmailMessage)).all()
+    return read(db, lambda s: s.scalars(select(EmailMessage)).all())
 
 
 def test_signup_email_is_sent_by_the_worker_through_resend(app, db, worker, resend_stub):

@@ -7,6 +7,7 @@ from batchrouter import queue, scheduler
 from batchrouter.models import OutboxMessage, PeriodicTask
 from jobs import maintenance, runtime
 from tests.conftest import wait_for
+from tests.factories import read
 
 pytestmark = pytest.mark.pg
 
@@ -20,7 +21,7 @@ def probe_values(redis):
 def test_commit_enqueues_at_once_and_the_job_runs(app, db, redis, worker):
     with db.session() as s:
         queue.add_outbox(s, PROBE, "hello")
-    [row] = db.sessionmaker().scalars(select(OutboxMessage)).all()
+    [row] = read(db, lambda s: s.scalars(select(OutboxMessage)).all())
     assert row.enqueued_at is not None and Queue("default", connection=redis).count == 1
     worker()
     assert probe_values(redis) == ["hello"]
@@ -31,7 +32,7 @@ def test_rolled_back_transaction_enqueues_nothing(app, db, redis, worker):
         with db.session() as s:
             queue.add_outbox(s, PROBE, "ghost")
             raise RuntimeError("the state change failed")
-    assert db.sessionmaker().scalars(select(OutboxMessage)).all() == []
+    assert read(db, lambda s: s.scalars(select(OutboxMessage)).all()) == []
     assert Queue("default", connection=redis).count == 0
     worker()
     assert probe_values(redis) == []
@@ -46,7 +47,7 @@ def test_crash_between_commit_and_enqueue_loses_nothing(app, db, redis, worker, 
     with db.session() as s:
         queue.add_outbox(s, PROBE, "survivor")
     monkeypatch.undo()
-    [row] = db.sessionmaker().scalars(select(OutboxMessage)).all()
+    [row] = read(db, lambda s: s.scalars(select(OutboxMessage)).all())
     assert row.enqueued_at is None
     assert Queue("default", connection=redis).count == 0
     # The claim taken by the crashed drain holds until its lease lapses; then the sweep wins.
@@ -71,7 +72,7 @@ def test_delayed_rows_wait_until_due(app, db, redis):
     with db.session() as s:
         queue.add_outbox(s, PROBE, "later", delay=3600)
     assert queue.drain_outbox(db, redis) == 0
-    assert queue.pending_outbox(db.sessionmaker()) == 1
+    assert read(db, queue.pending_outbox) == 1
 
 
 def test_periodic_task_runs_once_per_interval_across_workers(app, db, redis):
@@ -82,7 +83,7 @@ def test_periodic_task_runs_once_per_interval_across_workers(app, db, redis):
         with db.session() as s:
             claims.append(scheduler.claim_due(s))
     assert claims.count(["probe"]) == 1 and claims.count([]) == 2
-    task = db.sessionmaker().get(PeriodicTask, "probe")
+    task = read(db, lambda s: s.get(PeriodicTask, "probe"))
     assert task.last_run_at is not None and task.next_run_at > task.last_run_at
 
 
@@ -93,7 +94,7 @@ def test_worker_process_heartbeat_and_periodic_sweep(app, db, redis, worker_proc
     wp = worker_process()
     wait_for(lambda: queue.live_workers(redis), timeout=20)
     wait_for(lambda: probe_values(redis) == ["from-tick"], timeout=20)
-    assert db.sessionmaker().get(OutboxMessage, row.id).enqueued_at is not None
-    assert db.sessionmaker().get(PeriodicTask, "outbox-sweep") is not None
+    assert read(db, lambda s: s.get(OutboxMessage, row.id)).enqueued_at is not None
+    assert read(db, lambda s: s.get(PeriodicTask, "outbox-sweep")) is not None
     wp.kill(15)
     assert not queue.live_workers(redis)

@@ -5,7 +5,9 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
-from batchrouter import accounts, apikeys, ledger
+import json
+
+from batchrouter import accounts, apikeys, catalog, ledger
 from batchrouter.errors import DomainError
 from batchrouter.extensions import account_settings, runtime
 
@@ -20,6 +22,7 @@ def _fail(message: str):
 db_cli = AppGroup("db", help="Database schema.")
 users_cli = AppGroup("users", help="Manage users.")
 keys_cli = AppGroup("keys", help="Manage API keys.")
+catalog_cli = AppGroup("catalog", help="Providers, models and prices.")
 
 
 @db_cli.command("upgrade")
@@ -51,6 +54,7 @@ def seed_demo(session, settings: accounts.Settings, demo_credits: int):
 def seed():
     """Seed the demo workspace and owner login (safe to run again)."""
     with runtime().db.session() as session:
+        catalog.seed(session)
         user, workspace_id = seed_demo(session, account_settings(),
                                        current_app.config["BATCHROUTER_DEMO_CREDITS"])
     click.echo(f"demo login: {DEMO_EMAIL} / {DEMO_PASSWORD} (workspace {workspace_id})")
@@ -112,6 +116,26 @@ def keys_create(email, name, scopes, test_mode):
         _fail(exc.message)
 
 
+@catalog_cli.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+def catalog_import(path):
+    """Replace catalog rows with those in PATH (the seed file's format); bumps the version."""
+    try:
+        with runtime().db.session() as session:
+            written = catalog.apply_document(session, catalog.load_document(path),
+                                             overwrite=True)
+    except (DomainError, KeyError, ValueError) as exc:
+        _fail(f"catalog not imported: {getattr(exc, 'message', exc)}")
+    click.echo(f"imported {written} rows")
+
+
+@catalog_cli.command("export")
+def catalog_export():
+    """Print the catalog as JSON (importable)."""
+    with runtime().db.session() as session:
+        click.echo(json.dumps(catalog.export_document(session), indent=1))
+
+
 def register_cli(app: Flask) -> None:
-    for command in (db_cli, users_cli, keys_cli, seed, worker):
+    for command in (db_cli, users_cli, keys_cli, catalog_cli, seed, worker):
         app.cli.add_command(command)

@@ -72,6 +72,16 @@ class Defaults:
     BATCHROUTER_HEARTBEAT_TTL = 30
     # Idempotency-Key records are kept this long (seconds).
     BATCHROUTER_IDEMPOTENCY_TTL = 24 * 3600
+    # Service fee on the provider subtotal, in parts per million (59_000 = 5.90 %).
+    BATCHROUTER_SERVICE_FEE_PPM = 59_000
+    # Manifest limits (SPEC §3): items and bytes per batch, bytes per item line.
+    BATCHROUTER_MAX_ITEMS = 200_000
+    BATCHROUTER_MAX_MANIFEST_BYTES = 512 * 1024 * 1024
+    BATCHROUTER_MAX_ITEM_BYTES = 2 * 1024 * 1024
+    # How long a quote's price lock lasts (seconds).
+    BATCHROUTER_QUOTE_TTL = 600
+    # Where files and artifacts are stored (filesystem storage root).
+    BATCHROUTER_STORAGE_ROOT = str(INSTANCE / "storage")
     # How many reverse proxies in front of the app set X-Forwarded-* (0 = trust none).
     BATCHROUTER_TRUSTED_PROXIES = 0
 

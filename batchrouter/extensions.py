@@ -10,6 +10,7 @@ from flask_wtf import CSRFProtect
 
 from batchrouter import accounts, queue
 from batchrouter.db import Database
+from batchrouter.storage import FilesystemStorage
 
 
 def client_ip() -> str:
@@ -30,6 +31,7 @@ class Runtime:
         self.db = Database(config["DATABASE_URL"])
         self.redis_url = config["REDIS_URL"]
         self.secret = config["SECRET_KEY"]
+        self.storage = FilesystemStorage(config["BATCHROUTER_STORAGE_ROOT"])
 
     @property
     def redis(self):
@@ -59,6 +61,27 @@ def account_settings() -> accounts.Settings:
                              starter_credits=cfg["BATCHROUTER_STARTER_CREDITS"],
                              verify_ttl=cfg["BATCHROUTER_VERIFY_TOKEN_TTL"],
                              reset_ttl=cfg["BATCHROUTER_RESET_TOKEN_TTL"])
+
+
+def quote_settings():
+    """Quote settings from config: provider credentials, fee, manifest limits, lock TTL."""
+    from batchrouter import manifest, quotes
+
+    cfg = current_app.config
+    return quotes.Settings(
+        credentials={k: cfg.get(k) for k in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY",
+                                             "OPENROUTER_API_KEY")},
+        fee_ppm=cfg["BATCHROUTER_SERVICE_FEE_PPM"], ttl=cfg["BATCHROUTER_QUOTE_TTL"],
+        limits=manifest_limits())
+
+
+def manifest_limits():
+    from batchrouter import manifest
+
+    cfg = current_app.config
+    return manifest.Limits(max_items=cfg["BATCHROUTER_MAX_ITEMS"],
+                           max_bytes=cfg["BATCHROUTER_MAX_MANIFEST_BYTES"],
+                           max_line_bytes=cfg["BATCHROUTER_MAX_ITEM_BYTES"])
 
 
 def client() -> accounts.Client:

@@ -281,3 +281,12 @@ def live_server(clean_db, redis, redis_url, app_overrides):
 def browser_type_launch_args(browser_type_launch_args):
     return {**browser_type_launch_args, "executable_path": "/usr/bin/chromium",
             "args": CHROMIUM_ARGS}
+
+
+@pytest.fixture
+def seeded_catalog(db):
+    """The shipped catalog, loaded into the (emptied) database."""
+    from batchrouter import catalog
+
+    with db.session() as s:
+        catalog.seed(s)

@@ -1,6 +1,9 @@
 """All models, imported so Base.metadata knows every table (Alembic autogenerate, tests)."""
 from batchrouter.db import Base
 from batchrouter.models.accounts import ApiKey, Membership, User, UserSession, Workspace
+from batchrouter.models.catalog import CatalogModel, CatalogVersion, Offering, Provider
+from batchrouter.models.files import File
+from batchrouter.models.quotes import Quote
 from batchrouter.models.billing import CreditLot, LedgerAccount, LedgerEntry, LedgerTransaction
 from batchrouter.models.records import EmailMessage, ErrorReport, SecurityEvent
 from batchrouter.models.system import IdempotencyRecord, OutboxMessage, PeriodicTask
@@ -8,5 +11,6 @@ from batchrouter.models.system import IdempotencyRecord, OutboxMessage, Periodic
 __all__ = [
     "Base", "ApiKey", "Membership", "User", "UserSession", "Workspace", "CreditLot",
     "LedgerAccount", "LedgerEntry", "LedgerTransaction", "EmailMessage", "ErrorReport",
-    "SecurityEvent", "IdempotencyRecord", "OutboxMessage", "PeriodicTask",
+    "SecurityEvent", "IdempotencyRecord", "OutboxMessage", "PeriodicTask", "CatalogModel",
+    "CatalogVersion", "Offering", "Provider", "File", "Quote",
 ]

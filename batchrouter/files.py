@@ -1,0 +1,79 @@
+"""Manifest files: store the bytes, preflight them, keep the report (SPEC §3, §6)."""
+from __future__ import annotations
+
+from typing import BinaryIO
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from batchrouter import manifest
+from batchrouter.db import iso, utcnow
+from batchrouter.errors import NotFound, ValidationFailed
+from batchrouter.ids import new_id
+from batchrouter.models import File
+from batchrouter.storage import FilesystemStorage
+
+PURPOSES = ("batch",)
+
+
+def store_manifest(session: Session, storage: FilesystemStorage, *, workspace_id: str,
+                   mode: str, stream: BinaryIO, filename: str, purpose: str,
+                   models: dict, limits: manifest.Limits, declared_count: int | None = None,
+                   declared_sha256: str | None = None) -> tuple[File, manifest.Report]:
+    """Write the upload to storage while preflighting it line by line (bounded memory)."""
+    if purpose not in PURPOSES:
+        raise ValidationFailed("purpose must be 'batch'.", code="invalid_purpose")
+    file_id = new_id("file")
+    key = f"manifests/{workspace_id}/{file_id}.jsonl"
+    checker = manifest.Preflight(models, limits, keep_items=False)
+
+    def checked_lines():
+        for line in manifest.iter_lines(stream):
+            checker.feed(line)
+            yield line
+            if checker.bytes > limits.max_bytes:
+                break  # stop reading: the report says manifest_too_large
+
+    storage.write_chunks(key, checked_lines())
+    report = checker.finish(declared_count=declared_count, declared_sha256=declared_sha256)
+    record = File(id=file_id, workspace_id=workspace_id, mode=mode, purpose=purpose,
+                  filename=(filename or "manifest.jsonl")[:255], storage_key=key,
+                  bytes=report.bytes, sha256=report.sha256, item_count=report.item_count,
+                  status="processed" if report.ok else "error",
+                  preflight_error_count=report.error_count,
+                  preflight_errors=[p.to_json() for p in report.errors[:100]])
+    session.add(record)
+    session.flush()
+    return record, report
+
+
+def get_file(session: Session, workspace_id: str, file_id: str) -> File:
+    record = session.get(File, file_id) if isinstance(file_id, str) else None
+    if record is None or record.workspace_id != workspace_id or record.deleted_at is not None:
+        raise NotFound(f"No file {str(file_id)[:60]!r} in this workspace.", code="file_not_found")
+    return record
+
+
+def list_files(session: Session, workspace_id: str, *, limit: int = 100, after: str | None = None):
+    stmt = select(File).where(File.workspace_id == workspace_id, File.deleted_at.is_(None))
+    if after:
+        stmt = stmt.where(File.id < after)
+    return list(session.scalars(stmt.order_by(File.id.desc()).limit(limit)))
+
+
+def delete_file(session: Session, storage: FilesystemStorage, workspace_id: str,
+                file_id: str) -> File:
+    record = get_file(session, workspace_id, file_id)
+    record.deleted_at = utcnow()
+    storage.delete(record.storage_key)
+    return record
+
+
+def to_json(record: File) -> dict:
+    return {"id": record.id, "object": "file", "purpose": record.purpose,
+            "filename": record.filename, "bytes": record.bytes, "sha256": record.sha256,
+            "item_count": record.item_count, "status": record.status, "mode": record.mode,
+            "created_at": iso(record.created_at),
+            "preflight": {"ok": record.preflight_error_count == 0,
+                          "error_count": record.preflight_error_count,
+                          "errors": record.preflight_errors}}

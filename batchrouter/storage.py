@@ -1,0 +1,54 @@
+"""Where bytes live: a small interface with a filesystem implementation (S3-compatible stores
+plug in behind the same four methods; see docs/operations.md)."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+from typing import BinaryIO, Iterable
+
+
+class FilesystemStorage:
+    """Keys are relative paths under `root`; writes go to a temp file and are renamed."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not str(path).startswith(str(self.root.resolve()) + os.sep):
+            raise ValueError("storage key escapes the root")
+        return path
+
+    def write_chunks(self, key: str, chunks: Iterable[bytes]) -> tuple[int, str]:
+        """Store chunks under key; returns (bytes, sha256) computed on the way."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".part")
+        digest, size = hashlib.sha256(), 0
+        with open(tmp, "wb") as fh:
+            for chunk in chunks:
+                digest.update(chunk)
+                size += len(chunk)
+                fh.write(chunk)
+        os.replace(tmp, path)
+        return size, digest.hexdigest()
+
+    def write_stream(self, key: str, stream: BinaryIO, chunk_size: int = 1 << 20):
+        return self.write_chunks(key, iter(lambda: stream.read(chunk_size), b""))
+
+    def open(self, key: str) -> BinaryIO:
+        return open(self._path(key), "rb")
+
+    def delete(self, key: str) -> None:
+        try:
+            self._path(key).unlink()
+        except FileNotFoundError:
+            pass
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).exists()
+
+    def clear(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)

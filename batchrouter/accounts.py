@@ -92,6 +92,8 @@ def sign_up(session: Session, email: str, password: str, settings: Settings, cli
     passwords.check_policy(password)
     existing = find_user_by_email(session, email)
     if existing is not None:
+        # Spend the hash a real sign-up spends, so timing does not tell that the email exists.
+        passwords.hash_password(password)
         mail.queue_email(session, existing.email, "account_exists",
                          {"login_url": f"{settings.base_url}/login",
                           "reset_url": f"{settings.base_url}/forgot-password"},

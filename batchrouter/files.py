@@ -20,22 +20,24 @@ def store_manifest(session: Session, storage: FilesystemStorage, *, workspace_id
                    mode: str, stream: BinaryIO, filename: str, purpose: str,
                    models: dict, limits: manifest.Limits, declared_count: int | None = None,
                    declared_sha256: str | None = None) -> tuple[File, manifest.Report]:
-    """Write the upload to storage while preflighting it line by line (bounded memory)."""
+    """Write the upload to storage while preflighting it line by line (bounded memory).
+
+    Beside the file go the item summaries the preflight produced, so quoting the file later
+    needs no second scan."""
     if purpose not in PURPOSES:
         raise ValidationFailed("purpose must be 'batch'.", code="invalid_purpose")
     file_id = new_id("file")
     key = f"manifests/{workspace_id}/{file_id}.jsonl"
-    checker = manifest.Preflight(models, limits, keep_items=False)
-
-    def checked_lines():
-        for line in manifest.iter_lines(stream):
-            checker.feed(line)
-            yield line
-            if checker.bytes > limits.max_bytes:
-                break  # stop reading: the report says manifest_too_large
-
-    storage.write_chunks(key, checked_lines())
-    report = checker.finish(declared_count=declared_count, declared_sha256=declared_sha256)
+    with storage.open_write(summaries_key(key)) as summaries:
+        checker = manifest.Preflight(
+            models, limits, keep_items=False, hash_lines=False,
+            sink=lambda batch: manifest.write_summary_frame(summaries, batch))
+        with manifest.gc_paused():
+            _size, digest = storage.write_chunks(key, _checked_chunks(stream, checker, limits))
+        report = checker.finish(declared_count=declared_count, declared_sha256=declared_sha256,
+                                digest=digest)
+    if not report.ok:
+        storage.delete(summaries_key(key))
     record = File(id=file_id, workspace_id=workspace_id, mode=mode, purpose=purpose,
                   filename=(filename or "manifest.jsonl")[:255], storage_key=key,
                   bytes=report.bytes, sha256=report.sha256, item_count=report.item_count,
@@ -45,6 +47,35 @@ def store_manifest(session: Session, storage: FilesystemStorage, *, workspace_id
     session.add(record)
     session.flush()
     return record, report
+
+
+def _checked_chunks(stream: BinaryIO, checker: manifest.Preflight, limits: manifest.Limits):
+    """Chunks go to storage as read; their lines go through preflight on the way."""
+    pending: list[bytes] = []
+
+    def chunks():
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            pending.append(chunk)
+            yield chunk
+
+    for line in manifest.split_lines(chunks()):
+        checker.feed(line)
+        while pending:
+            yield pending.pop(0)
+        if checker.bytes > limits.max_bytes:
+            return  # stop reading: the report says manifest_too_large
+    yield from pending
+
+
+def summaries_key(key: str) -> str:
+    """Where the item summaries of a stored manifest live (what a quote needs of each item)."""
+    return key + ".items"
+
+
+def load_summaries(storage: FilesystemStorage, record: File) -> list:
+    """The item summaries written at upload, so quoting a file needs no second scan."""
+    with storage.open(summaries_key(record.storage_key)) as fh:
+        return manifest.read_summaries(fh)
 
 
 def get_file(session: Session, workspace_id: str, file_id: str) -> File:
@@ -66,6 +97,7 @@ def delete_file(session: Session, storage: FilesystemStorage, workspace_id: str,
     record = get_file(session, workspace_id, file_id)
     record.deleted_at = utcnow()
     storage.delete(record.storage_key)
+    storage.delete(summaries_key(record.storage_key))
     return record
 
 

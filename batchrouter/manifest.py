@@ -7,12 +7,15 @@ decodes each line into typed structs, which checks most of the shape in C.
 """
 from __future__ import annotations
 
+import gc
 import hashlib
+import struct
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Annotated, Any, Iterable, Iterator
 
 import msgspec
-from msgspec import UNSET, Struct, UnsetType
+from msgspec import UNSET, Meta, Struct, UnsetType
 
 OPENAI_URLS = {"/v1/chat/completions": "responses", "/v1/responses": "responses",
                "/v1/embeddings": "embeddings"}
@@ -20,18 +23,19 @@ OPERATIONS = ("responses", "embeddings", "vision")
 MAX_ID_LEN = 128
 MAX_METADATA_PAIRS = 16
 ERROR_CAP = 1000
+SINK_BATCH = 10_000
 
 
 # --- wire shapes (decoded by msgspec; unknown fields are ignored) ------------------------
 
-class Message(Struct):
+class Message(Struct, gc=False):
     role: str
     content: str | list[dict] | None = None
     tool_calls: list[dict] | UnsetType = UNSET
     tool_call_id: str | UnsetType = UNSET
 
 
-class Body(Struct):
+class Body(Struct, gc=False):
     """A body as OpenAI's endpoints take it, and the `input` of a native item."""
 
     model: str | UnsetType = UNSET
@@ -47,7 +51,13 @@ class Body(Struct):
     tools: list[dict] | UnsetType = UNSET
 
 
-class Line(Struct):
+MetaKey = Annotated[str, Meta(max_length=64)]
+MetaValue = Annotated[str, Meta(max_length=512)]
+# Checked by msgspec while decoding: at most 16 pairs of short strings.
+Metadata = Annotated[dict[MetaKey, MetaValue], Meta(max_length=MAX_METADATA_PAIRS)]
+
+
+class Line(Struct, gc=False):
     """Every field either shape may carry."""
 
     customer_item_id: Any = UNSET
@@ -55,7 +65,7 @@ class Line(Struct):
     model: Any = UNSET
     models: Any = UNSET
     input: Body | UnsetType = UNSET
-    metadata: Any = UNSET
+    metadata: Metadata | UnsetType = UNSET
     custom_id: Any = UNSET
     method: Any = UNSET
     url: Any = UNSET
@@ -67,7 +77,7 @@ _DECODER = msgspec.json.Decoder(Line)
 
 # --- results -------------------------------------------------------------------------------
 
-class ItemSummary(Struct, array_like=True):
+class ItemSummary(Struct, array_like=True, gc=False):
     """What quoting needs of an item (kept compact: 100k of these must stay small)."""
 
     line: int
@@ -133,12 +143,14 @@ class PreflightFailed(Exception):
 class Preflight:
     """Feed raw lines (bytes, with or without their newline); then `finish()`."""
 
-    def __init__(self, models: dict[str, tuple], limits: Limits, *, keep_items: bool = True):
+    def __init__(self, models: dict[str, tuple], limits: Limits, *, keep_items: bool = True,
+                 hash_lines: bool = True, sink=None):
         # models: slug -> operations tuple (the catalog, read once by the caller)
         self.models = models
         self.limits = limits
         self.keep_items = keep_items
-        self.sha = hashlib.sha256()
+        # Callers that read in chunks hash the chunks themselves (cheaper than per line).
+        self.sha = hashlib.sha256() if hash_lines else None
         self.bytes = 0
         self.line_no = 0
         self.count = 0
@@ -148,6 +160,12 @@ class Preflight:
         self.seen: set[str] = set()
         self._pending_blank: list[int] = []
         self._too_many = False
+        self._max_items = limits.max_items
+        self._max_line = limits.max_line_bytes
+        # sink(list of summaries), called every SINK_BATCH items: summaries leave memory as
+        # they are made (uploads store them beside the file for the quote).
+        self._sink = sink
+        self._batch: list[ItemSummary] = []
 
     def problem(self, code: str, message: str, line: int | None = None,
                 item_id: str | None = None) -> None:
@@ -156,20 +174,24 @@ class Preflight:
             self.errors.append(Problem(line, code, message, item_id))
 
     def feed(self, raw: bytes) -> None:
-        self.sha.update(raw)
+        if self.sha is not None:
+            self.sha.update(raw)
         self.bytes += len(raw)
         self.line_no += 1
-        line = raw.rstrip(b"\n").rstrip(b"\r")
+        line = raw[:-1] if raw[-1:] == b"\n" else raw
+        if line[-1:] == b"\r":
+            line = line[:-1]
         if self.line_no == 1 and line.startswith(b"\xef\xbb\xbf"):
             line = line[3:]  # a UTF-8 BOM is tolerated
-        if not line.strip():
+        if line[:1] != b"{" and not line.strip():
             self._pending_blank.append(self.line_no)
             return
-        for blank in self._pending_blank:  # blank lines are errors only *inside* the file
-            self.problem("blank_line", "Blank line inside the manifest.", blank)
-        self._pending_blank.clear()
+        if self._pending_blank:  # blank lines are errors only *inside* the file
+            for blank in self._pending_blank:
+                self.problem("blank_line", "Blank line inside the manifest.", blank)
+            self._pending_blank.clear()
         self.count += 1
-        if self.count > self.limits.max_items:
+        if self.count > self._max_items:
             if not self._too_many:
                 self._too_many = True
                 self.problem("too_many_items", f"The manifest has more than "
@@ -179,9 +201,9 @@ class Preflight:
 
     def _check_line(self, line: bytes) -> None:
         n = self.line_no
-        if len(line) > self.limits.max_line_bytes:
+        if len(line) > self._max_line:
             self.problem("line_too_large", f"The line is {len(line):,} bytes; the limit per "
-                         f"item is {self.limits.max_line_bytes:,}.", n)
+                         f"item is {self._max_line:,}.", n)
             return
         if b"\x00" in line:
             self.problem("nul_byte", "The line contains a NUL byte.", n)
@@ -190,8 +212,15 @@ class Preflight:
             decoded = _DECODER.decode(line)
         except msgspec.ValidationError as exc:
             where = str(exc).rsplit("at `", 1)[-1]
+            if where.startswith("$.metadata"):
+                self.problem("invalid_metadata", f"metadata must be an object of at most "
+                             f"{MAX_METADATA_PAIRS} string pairs ({exc}).", n)
+                return
             code = "invalid_input" if where.startswith(("$.input", "$.body")) else "invalid_item"
             self.problem(code, f"The item has the wrong shape: {exc}.", n)
+            return
+        except UnicodeDecodeError:  # msgspec raises this for bad UTF-8 inside a string
+            self.problem("invalid_utf8", "The line is not valid UTF-8.", n)
             return
         except msgspec.DecodeError as exc:
             try:
@@ -201,16 +230,25 @@ class Preflight:
                 return
             self.problem("invalid_json", f"Invalid JSON: {exc}.", n)
             return
-        summary = self._summarize(decoded, n)
-        if summary is not None and self.keep_items:
+        if decoded.custom_id is not UNSET or decoded.url is not UNSET or \
+                decoded.body is not UNSET:
+            summary = self._openai_line(decoded, n)
+        else:
+            summary = self._native_line(decoded, n)
+        if summary is None:
+            return
+        if self.keep_items:
             self.items.append(summary)
-
-    def _summarize(self, item: Line, n: int) -> ItemSummary | None:
-        if item.custom_id is not UNSET or item.url is not UNSET or item.body is not UNSET:
-            return self._openai_line(item, n)
-        return self._native_line(item, n)
+        if self._sink is not None:
+            self._batch.append(summary)
+            if len(self._batch) >= SINK_BATCH:
+                self._sink(self._batch)
+                self._batch = []
 
     def _item_id(self, value, n: int) -> str | None:
+        if type(value) is str and 0 < len(value) <= MAX_ID_LEN and value not in self.seen:
+            self.seen.add(value)  # the common case, checked first
+            return value
         if value is UNSET or value is None or value == "":
             self.problem("missing_customer_item_id", "Every item needs a customer_item_id "
                          "(custom_id for OpenAI lines).", n)
@@ -258,10 +296,6 @@ class Preflight:
         if item.input is UNSET:
             self.problem("invalid_input", "input is required.", n, item_id)
             return None
-        if item.metadata is not UNSET and not _valid_metadata(item.metadata):
-            self.problem("invalid_metadata", f"metadata must be an object of at most "
-                         f"{MAX_METADATA_PAIRS} string pairs.", n, item_id)
-            return None
         return self._finish_item(n, item_id, item.operation, models, item.input, None)
 
     def _native_models(self, item: Line, n: int, item_id: str) -> tuple | None:
@@ -280,9 +314,9 @@ class Preflight:
         return None
 
     def _finish_item(self, n, item_id, operation, models, body: Body, url) -> ItemSummary | None:
+        known = self.models
         for model in models:
-            ops = self.models.get(model)
-            if ops is None:
+            if model not in known:
                 self.problem("unknown_model", f"Unknown model {model[:80]!r}; see "
                              "GET /v1/catalog/models.", n, item_id)
                 return None
@@ -295,7 +329,10 @@ class Preflight:
             operation = "vision"
         # With several acceptable models, one that supports the operation is enough; lanes of
         # the others are rejected later with operation_unsupported.
-        if not any(operation in self.models[model] for model in models):
+        for model in models:
+            if operation in known[model]:
+                break
+        else:
             self.problem("model_operation_mismatch", f"No model listed supports {operation}: "
                          f"{', '.join(models)}.", n, item_id)
             return None
@@ -305,9 +342,12 @@ class Preflight:
             return None
         return ItemSummary(n, item_id, operation, models, chars, messages, images, cap, needs)
 
-    def finish(self, *, declared_count: int | None = None,
-               declared_sha256: str | None = None) -> Report:
-        digest = self.sha.hexdigest()
+    def finish(self, *, declared_count: int | None = None, declared_sha256: str | None = None,
+               digest: str | None = None) -> Report:
+        if self._sink is not None and self._batch:
+            self._sink(self._batch)
+            self._batch = []
+        digest = digest or self.sha.hexdigest()
         if self.bytes > self.limits.max_bytes:
             self.problem("manifest_too_large", f"The manifest is {self.bytes:,} bytes; the "
                          f"limit is {self.limits.max_bytes:,}.")
@@ -321,12 +361,6 @@ class Preflight:
                          "manifest's SHA-256.")
         return Report(self.count, self.bytes, digest, self.errors, self.error_count,
                       self.items)
-
-
-def _valid_metadata(meta) -> bool:
-    return isinstance(meta, dict) and len(meta) <= MAX_METADATA_PAIRS and all(
-        isinstance(k, str) and isinstance(v, str) and len(k) <= 64 and len(v) <= 512
-        for k, v in meta.items())
 
 
 def _output_cap(body: Body) -> int | None:
@@ -364,7 +398,7 @@ def _input_shape(operation: str, body: Body, url) -> tuple | str:
             return sum(map(len, value)), 0, 0, ()
         return "Embeddings input must be a non-empty string or list of strings."
     needs = []
-    if body.tools is not UNSET and body.tools:
+    if body.tools:  # UNSET is falsy
         needs.append("tools")
     if body.response_format is not UNSET or (body.text is not UNSET and "format" in body.text):
         needs.append("structured_output")
@@ -373,7 +407,11 @@ def _input_shape(operation: str, body: Body, url) -> tuple | str:
         if not body.messages:
             return "messages must not be empty."
         for message in body.messages:
-            size = _content_size(message.content)
+            content = message.content
+            if type(content) is str:  # the common case, without a call
+                chars += len(content)
+                continue
+            size = _content_size(content)
             if isinstance(size, str):
                 return size
             chars += size[0]
@@ -400,13 +438,23 @@ def _input_shape(operation: str, body: Body, url) -> tuple | str:
 
 # --- entry points --------------------------------------------------------------------------
 
-def iter_lines(stream, chunk_size: int = 1 << 20) -> Iterator[bytes]:
-    """Lines of a binary stream with their newlines, reading in chunks (bounded memory)."""
+@contextmanager
+def gc_paused():
+    """Pause the cyclic GC: scanning allocates many short-lived objects and no cycles, and
+    collections over a growing heap cost about a third of the scan."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Lines (with their newlines) of a sequence of byte chunks."""
     rest = b""
-    while True:
-        chunk = stream.read(chunk_size)
-        if not chunk:
-            break
+    for chunk in chunks:
         rest += chunk
         lines = rest.split(b"\n")
         rest = lines.pop()
@@ -416,14 +464,52 @@ def iter_lines(stream, chunk_size: int = 1 << 20) -> Iterator[bytes]:
         yield rest
 
 
+def iter_lines(stream, chunk_size: int = 1 << 20, sha=None) -> Iterator[bytes]:
+    """Lines of a binary stream with their newlines, reading in chunks (bounded memory);
+    `sha`, when given, is updated with every chunk."""
+    def chunks():
+        for chunk in iter(lambda: stream.read(chunk_size), b""):
+            if sha is not None:
+                sha.update(chunk)
+            yield chunk
+    return split_lines(chunks())
+
+
 def scan(lines: Iterable[bytes], models: dict[str, tuple], limits: Limits, *,
          keep_items: bool = True, declared_count: int | None = None,
-         declared_sha256: str | None = None) -> Report:
-    """Preflight every line and return the report (items kept when asked)."""
-    checker = Preflight(models, limits, keep_items=keep_items)
-    for line in lines:
-        checker.feed(line)
-    return checker.finish(declared_count=declared_count, declared_sha256=declared_sha256)
+         declared_sha256: str | None = None, sha=None) -> Report:
+    """Preflight every line and return the report (items kept when asked).
+
+    `sha`: a hashlib object the line source already feeds (see iter_lines); else each line is
+    hashed here."""
+    checker = Preflight(models, limits, keep_items=keep_items, hash_lines=sha is None)
+    feed = checker.feed
+    with gc_paused():
+        for line in lines:
+            feed(line)
+    return checker.finish(declared_count=declared_count, declared_sha256=declared_sha256,
+                          digest=sha.hexdigest() if sha is not None else None)
+
+
+_FRAME = struct.Struct(">I")
+_SUMMARIES = msgspec.msgpack.Decoder(list[ItemSummary])
+
+
+def write_summary_frame(fh, summaries: list) -> None:
+    """Append one length-prefixed msgpack frame of item summaries."""
+    data = msgspec.msgpack.encode(summaries)
+    fh.write(_FRAME.pack(len(data)))
+    fh.write(data)
+
+
+def read_summaries(fh) -> list[ItemSummary]:
+    """Every summary written by write_summary_frame, in order."""
+    items: list[ItemSummary] = []
+    with gc_paused():
+        while header := fh.read(_FRAME.size):
+            (size,) = _FRAME.unpack(header)
+            items.extend(_SUMMARIES.decode(fh.read(size)))
+    return items
 
 
 def encode_items(items: list) -> Iterator[bytes]:

@@ -2,7 +2,7 @@
 
 Input tokens: characters ÷ 4, corrected per model family (tokenizers differ), plus a few
 tokens per message and a fixed cost per image. Output tokens: `low` = 10 % of the item's
-output cap, `expected` = the model's typical output (or half the cap), `high` = the cap
+output cap (at most `expected`), `expected` = the model's typical output (or half the cap), `high` = the cap
 (`max_output_tokens`, else the model's max output). Settlement later uses provider-reported
 usage; these figures only size the quote and the reservation.
 """
@@ -43,7 +43,9 @@ def output_tokens(cap: int | None, sizing: ModelSizing) -> tuple[int, int, int]:
         return 0, 0, 0
     high = min(cap, sizing.max_output) if cap else sizing.max_output
     expected = min(sizing.typical_output, high) if sizing.typical_output else high // 2
-    low = -(-high // 10)
+    # 10 % of the cap, but never above `expected`: with a large cap and a short typical
+    # answer the literal rule would put `low` above `expected`.
+    low = min(-(-high // 10), expected)
     return low, expected, high
 
 

@@ -9,7 +9,7 @@ from typing import Iterable
 import msgspec
 from sqlalchemy.orm import Session
 
-from batchrouter import catalog, ledger, manifest, money, pricing, routing
+from batchrouter import catalog, files, ledger, manifest, money, pricing, routing
 from batchrouter.db import iso, utcnow
 from batchrouter.errors import DomainError, InvalidRequest, NotFound, ValidationFailed
 from batchrouter.models import Quote
@@ -126,6 +126,39 @@ def preflight(lines: Iterable[bytes], models: dict, limits: manifest.Limits) -> 
     return report
 
 
+def file_report(session: Session, storage, workspace_id: str, file_id) -> manifest.Report:
+    """The preflight of an uploaded file: its stored report, and its item summaries."""
+    record = files.get_file(session, workspace_id, file_id)
+    if record.status != "processed":
+        problems = [manifest.Problem(e["line"], e["code"], e["message"], e["customer_item_id"])
+                    for e in record.preflight_errors]
+        raise manifest.PreflightFailed(manifest.Report(
+            record.item_count, record.bytes, record.sha256, problems,
+            record.preflight_error_count))
+    return manifest.Report(record.item_count, record.bytes, record.sha256, [], 0,
+                           files.load_summaries(storage, record))
+
+
+def load_manifest(session: Session, storage, settings: Settings, workspace_id: str,
+                  data: dict) -> tuple[manifest.Report, str | None]:
+    """The preflighted manifest of a quote or create request: inline `items` or an uploaded
+    `input_file_id`. Raises PreflightFailed with line-level problems."""
+    items, file_id = data.get("items"), data.get("input_file_id")
+    if items is not None and file_id is not None:
+        raise InvalidRequest("Send either items or input_file_id, not both.",
+                             code="invalid_manifest")
+    if items is not None:
+        if not isinstance(items, list):
+            raise InvalidRequest("items must be a list of item objects.",
+                                 code="invalid_manifest")
+        return preflight(manifest.encode_items(items), model_operations(session),
+                         settings.limits), None
+    if isinstance(file_id, str):
+        return file_report(session, storage, workspace_id, file_id), file_id
+    raise InvalidRequest("Send items (inline JSON) or input_file_id (an uploaded file).",
+                         code="invalid_manifest")
+
+
 def _lane_json(lane: catalog.Lane) -> dict:
     return {"index": lane.index, "lane": lane.name, "provider": lane.provider,
             "model": lane.model, "mode": lane.mode, "offering_id": lane.offering_id,
@@ -163,9 +196,8 @@ def _plan(result: routing.Routing, ctx: routing.Context, max_items: dict) -> lis
 
 
 def encode_selections(choices: list) -> bytes:
-    rows = [(c.lane, c.low, c.expected, c.high, c.subtotal, c.fee, list(c.ladder))
-            for c in choices]
-    return zlib.compress(msgspec.msgpack.encode(rows), 1)
+    """Per item [lane, low, expected, high, subtotal, fee, ladder], msgpack + zlib."""
+    return zlib.compress(msgspec.msgpack.encode(choices), 1)
 
 
 def decode_selections(blob: bytes) -> list:
@@ -193,12 +225,12 @@ def _reject_over_max_price(controls: routing.Controls, result: routing.Routing) 
 
 
 def create_quote(session: Session, settings: Settings, *, workspace_id: str, mode: str,
-                 lines: Iterable[bytes], controls: routing.Controls,
+                 report: manifest.Report, controls: routing.Controls,
                  input_file_id: str | None = None) -> Quote:
-    """Preflight, route and price a manifest, and store the lock (reserves nothing)."""
-    report = preflight(lines, model_operations(session), settings.limits)
+    """Route and price a preflighted manifest, and store the lock (reserves nothing)."""
     ctx = build_context(session, settings, test_mode=(mode == "test"))
-    result = routing.route(report.items, controls, ctx)
+    with manifest.gc_paused():
+        result = routing.route(report.items, controls, ctx)
     if result.unroutable:
         _reject_unroutable(result)
     if controls.max_price is not None and result.high > controls.max_price:
@@ -229,7 +261,7 @@ def _assumptions(ctx: routing.Context, version, mode: str) -> dict:
                         f"({', '.join(f'{k} ×{v / 1000:g}' for k, v in pricing.FAMILY_CORRECTION.items())}), "
                         f"+{pricing.TOKENS_PER_MESSAGE} per message, "
                         f"+{pricing.TOKENS_PER_IMAGE} per image",
-        "output_tokens": {"low": "10% of the output cap", "expected": "the model's typical "
+        "output_tokens": {"low": "10% of the output cap, at most the expected figure", "expected": "the model's typical "
                           "output, or half the cap", "high": "max_output_tokens, else the "
                           "model's max output"},
         "service_fee_rate": money.to_wire(ctx.fee_ppm),
@@ -249,23 +281,6 @@ def get_quote(session: Session, workspace_id: str, quote_id: str) -> Quote:
     if quote is None or quote.workspace_id != workspace_id:
         raise NotFound("No such quote.", code="quote_not_found")
     return quote
-
-
-def manifest_lines(data: dict, open_file) -> tuple[Iterable[bytes], str | None]:
-    """The manifest of a quote or create request: inline `items` or an `input_file_id`."""
-    items, file_id = data.get("items"), data.get("input_file_id")
-    if items is not None and file_id is not None:
-        raise InvalidRequest("Send either items or input_file_id, not both.",
-                             code="invalid_manifest")
-    if items is not None:
-        if not isinstance(items, list):
-            raise InvalidRequest("items must be a list of item objects.",
-                                 code="invalid_manifest")
-        return manifest.encode_items(items), None
-    if isinstance(file_id, str):
-        return manifest.iter_lines(open_file(file_id)), file_id
-    raise InvalidRequest("Send items (inline JSON) or input_file_id (an uploaded file).",
-                         code="invalid_manifest")
 
 
 def to_json(quote: Quote, *, available: int | None = None) -> dict:

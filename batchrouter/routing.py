@@ -8,6 +8,9 @@ item on its eligible lanes (integer arithmetic only).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import itemgetter
+
+import msgspec
 
 from batchrouter import pricing
 from batchrouter.catalog import Lane
@@ -103,8 +106,9 @@ def lane_rejection(lane: Lane, operation: str, models: tuple, needs: tuple,
     return None
 
 
-@dataclass
-class Choice:
+class Choice(msgspec.Struct, array_like=True, gc=False):
+    """The lane chosen for one item, its three figures (with fee) and its fallback ladder."""
+
     lane: int
     low: int
     expected: int
@@ -136,70 +140,116 @@ class Routing:
 
 
 def _figures(item, lane: Lane, ctx: Context) -> tuple:
+    """[(total, subtotal, fee)] for low, expected, high of one item on one lane."""
     sizing = ctx.sizing[lane.model]
     tokens_in = pricing.input_tokens(item.input_chars, item.messages, item.images, sizing.family)
-    lo, ex, hi = pricing.output_tokens(item.max_output_tokens, sizing)
     out = []
-    for tokens_out in (lo, ex, hi):
+    for tokens_out in pricing.output_tokens(item.max_output_tokens, sizing):
         sub, fee = pricing.price(tokens_in, tokens_out, lane.input_rate, lane.output_rate,
                                  lane.discount_ppm, ctx.fee_ppm)
         out.append((sub + fee, sub, fee))
-    return out  # [(total, subtotal, fee)] for low, expected, high
+    return out
 
 
-def _rank_key(mode: str, controls: Controls, ctx: Context):
-    order = {p: i for i, p in enumerate(controls.preferences.order)}
-    half_window = controls.window // 2
+class _Candidate:
+    """An eligible lane with what ranking and pricing need, computed once per signature."""
 
-    def quality(lane: Lane) -> float:
-        return ctx.quality.get((lane.provider, lane.model), lane.quality)
+    __slots__ = ("lane", "family", "sizing", "a", "b", "pre", "post", "outs")
 
-    def key(lane: Lane, expected: int):
-        tail = (order.get(lane.provider, len(order)), lane.position)
-        if mode == "sla_aware":
-            fits = lane.p90 <= half_window
-            return (not fits, expected if fits else lane.p90, expected, -lane.health) + tail
-        if mode == "quality":
-            return (-quality(lane), expected, -lane.health) + tail
-        if mode == "hybrid":
-            return (lane.health < HYBRID_HEALTH, expected, -lane.health) + tail
-        return (expected, -lane.health) + tail
-    return key
+    def __init__(self, lane: Lane, ctx: Context, controls: Controls):
+        self.lane = lane
+        self.sizing = ctx.sizing[lane.model]
+        self.family = self.sizing.family
+        discount = pricing.PPM - lane.discount_ppm
+        self.a, self.b = lane.input_rate * discount, lane.output_rate * discount
+        order = controls.preferences.order
+        rank = order.index(lane.provider) if lane.provider in order else len(order)
+        self.post = (-lane.health, rank, lane.position)
+        self.pre = _rank_prefix(lane, controls, ctx)
+        self.outs: dict = {}  # output cap -> (low, expected, high) tokens
+
+
+def _rank_prefix(lane: Lane, controls: Controls, ctx: Context) -> tuple:
+    """What ranks before the expected price under each routing mode (SPEC §4)."""
+    mode = controls.routing_mode
+    if mode == "sla_aware":  # lanes fitting half the window first (cheapest), then lowest p90
+        return (0, 0) if lane.p90 <= controls.window // 2 else (1, lane.p90)
+    if mode == "quality":
+        return (-ctx.quality.get((lane.provider, lane.model), lane.quality),)
+    if mode == "hybrid":
+        return (lane.health < HYBRID_HEALTH,)
+    return ()
+
+
+_DENOM = pricing.MTOK * pricing.PPM
 
 
 def route(items: list, controls: Controls, ctx: Context) -> Routing:
-    """Select a lane per item with its fallback ladder, and total the quote."""
-    key = _rank_key(controls.routing_mode, controls, ctx)
-    eligible_by_signature: dict = {}
+    """Select a lane per item with its fallback ladder, and total the quote.
+
+    Integer arithmetic inlined from pricing.py: this loop runs items × lanes times."""
+    candidates_by_signature: dict = {}
     stats = {lane.index: LaneStats() for lane in ctx.lanes}
     result = Routing(choices=[], stats=stats, unroutable=[])
+    fee_ppm, ppm2 = ctx.fee_ppm, 2 * pricing.PPM
+    denom2 = 2 * _DENOM
+    want_cheapest_high = controls.max_price is not None
+    fallbacks = controls.preferences.allow_fallbacks
+    higher = {}
     for item in items:
         signature = (item.operation, item.models, item.needs)
-        verdicts = eligible_by_signature.get(signature)
-        if verdicts is None:
-            verdicts = eligible_by_signature[signature] = _verdicts(signature, controls, ctx)
-        eligible, rejected = verdicts
+        found = candidates_by_signature.get(signature)
+        if found is None:
+            eligible, rejected = _verdicts(signature, controls, ctx)
+            found = candidates_by_signature[signature] = (
+                [_Candidate(lane, ctx, controls) for lane in eligible], rejected)
+        candidates, rejected = found
         for index, code in rejected:
             bucket = stats[index].rejected
             bucket[code] = bucket.get(code, 0) + 1
-        if not eligible:
+        if not candidates:
             result.choices.append(None)
             result.unroutable.append((item, {ctx.lanes[i].name: c for i, c in rejected}))
             continue
-        priced = [(lane, _figures(item, lane, ctx)) for lane in eligible]
-        priced.sort(key=lambda lf: key(lf[0], lf[1][1][0]))
-        (lane, figs), rest = priced[0], priced[1:]
-        ladder = tuple(l.index for l, _ in rest) if controls.preferences.allow_fallbacks else ()
-        choice = Choice(lane.index, figs[0][0], figs[1][0], figs[2][0], figs[1][1], figs[1][2],
-                        ladder)
-        result.choices.append(choice)
-        result.cheapest_high += min(f[2][0] for _, f in priced)
-        for other, _ in rest:
-            bucket = stats[other.index].rejected
-            bucket["higher_cost"] = bucket.get("higher_cost", 0) + 1
+        chars, messages, images, cap = (item.input_chars, item.messages, item.images,
+                                        item.max_output_tokens)
+        tokens_in_by_family: dict = {}
+        ranked = []
+        for cand in candidates:
+            tin = tokens_in_by_family.get(cand.family)
+            if tin is None:
+                tin = tokens_in_by_family[cand.family] = pricing.input_tokens(
+                    chars, messages, images, cand.family)
+            outs = cand.outs.get(cap)
+            if outs is None:
+                outs = cand.outs[cap] = pricing.output_tokens(cap, cand.sizing)
+            sub = (2 * (tin * cand.a + outs[1] * cand.b) + _DENOM) // denom2
+            fee = (2 * sub * fee_ppm + pricing.PPM) // ppm2
+            ranked.append(((cand.pre, sub + fee, cand.post), cand, tin, outs, sub, fee))
+        if len(ranked) > 1:
+            ranked.sort(key=itemgetter(0))
+        _key, best, tin, outs, sub, fee = ranked[0]
+        low = _total(tin, outs[0], best, fee_ppm, ppm2, denom2)
+        high = _total(tin, outs[2], best, fee_ppm, ppm2, denom2)
+        ladder = tuple(r[1].lane.index for r in ranked[1:]) if fallbacks else ()
+        result.choices.append(Choice(best.lane.index, low, sub + fee, high, sub, fee, ladder))
+        if want_cheapest_high:
+            result.cheapest_high += min(_total(r[2], r[3][2], r[1], fee_ppm, ppm2, denom2)
+                                        for r in ranked)
+        for r in ranked[1:]:
+            index = r[1].lane.index
+            higher[index] = higher.get(index, 0) + 1
+    for index, count in higher.items():
+        stats[index].rejected["higher_cost"] = count
     _apply_capacity(items, result, controls, ctx)
-    _total(result)
+    _add_totals(result)
     return result
+
+
+def _total(tokens_in: int, tokens_out: int, cand: _Candidate, fee_ppm: int, ppm2: int,
+           denom2: int) -> int:
+    sub = (2 * (tokens_in * cand.a + tokens_out * cand.b) + _DENOM) // denom2
+    return sub + (2 * sub * fee_ppm + pricing.PPM) // ppm2
 
 
 def _verdicts(signature, controls: Controls, ctx: Context):
@@ -244,7 +294,7 @@ def _apply_capacity(items, result: Routing, controls: Controls, ctx: Context) ->
             choice.subtotal, choice.fee = figs[1][1], figs[1][2]
 
 
-def _total(result: Routing) -> None:
+def _add_totals(result: Routing) -> None:
     for choice in result.choices:
         if choice is None:
             continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterable
 
@@ -34,6 +35,20 @@ class FilesystemStorage:
                 fh.write(chunk)
         os.replace(tmp, path)
         return size, digest.hexdigest()
+
+    @contextmanager
+    def open_write(self, key: str):
+        """A file handle whose content appears under key only when the block succeeds."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".part")
+        try:
+            with open(tmp, "wb") as fh:
+                yield fh
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
 
     def write_stream(self, key: str, stream: BinaryIO, chunk_size: int = 1 << 20):
         return self.write_chunks(key, iter(lambda: stream.read(chunk_size), b""))

@@ -108,11 +108,6 @@ def get_file(file_id: str):
     return jsonify(files.to_json(record))
 
 
-def _open_file(file_id: str):
-    record = files.get_file(db_session(), current_principal().workspace_id, file_id)
-    return runtime().storage.open(record.storage_key)
-
-
 def preflight_error(exc: manifest.PreflightFailed):
     from batchrouter.api.errors import error_json
 
@@ -135,11 +130,13 @@ def create_quote():
     data = json_body()
     session = db_session()
     controls = quotes.parse_controls(data)
-    lines, file_id = quotes.manifest_lines(data, _open_file)
+    settings = quote_settings()
     try:
-        quote = quotes.create_quote(session, quote_settings(),
-                                    workspace_id=principal.workspace_id, mode=principal.mode,
-                                    lines=lines, controls=controls, input_file_id=file_id)
+        report, file_id = quotes.load_manifest(session, runtime().storage, settings,
+                                               principal.workspace_id, data)
+        quote = quotes.create_quote(session, settings, workspace_id=principal.workspace_id,
+                                    mode=principal.mode, report=report, controls=controls,
+                                    input_file_id=file_id)
     except manifest.PreflightFailed as exc:
         session.rollback()
         return preflight_error(exc)

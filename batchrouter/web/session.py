@@ -77,6 +77,18 @@ def sign_out(console_user: ConsoleUser) -> None:
     cookie.clear()
 
 
+@login_manager.unauthorized_handler
+def unauthorized():
+    """Send people to sign in; an htmx swap gets HX-Redirect instead of a 302 to swap in."""
+    from flask import flash, request, url_for
+
+    from batchrouter.web.htmx import redirect_to
+
+    flash(login_manager.login_message, login_manager.login_message_category)
+    next_path = request.full_path.rstrip("?") if request.method == "GET" else None
+    return redirect_to(url_for("auth.login", next=next_path))
+
+
 def init_login(app) -> None:
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"

@@ -1,6 +1,7 @@
 """All models, imported so Base.metadata knows every table (Alembic autogenerate, tests)."""
 from batchrouter.db import Base
 from batchrouter.models.accounts import ApiKey, Membership, User, UserSession, Workspace
+from batchrouter.models.batches import Batch, Feedback, Item, Reservation, WorkUnit
 from batchrouter.models.catalog import CatalogModel, CatalogVersion, Offering, Provider
 from batchrouter.models.files import File
 from batchrouter.models.quotes import Quote
@@ -12,5 +13,6 @@ __all__ = [
     "Base", "ApiKey", "Membership", "User", "UserSession", "Workspace", "CreditLot",
     "LedgerAccount", "LedgerEntry", "LedgerTransaction", "EmailMessage", "ErrorReport",
     "SecurityEvent", "IdempotencyRecord", "OutboxMessage", "PeriodicTask", "CatalogModel",
-    "CatalogVersion", "Offering", "Provider", "File", "Quote",
+    "CatalogVersion", "Offering", "Provider", "File", "Quote", "Batch", "Feedback", "Item",
+    "Reservation", "WorkUnit",
 ]

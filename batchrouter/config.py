@@ -57,6 +57,10 @@ class Defaults:
     # Lifetime of emailed links, in seconds.
     BATCHROUTER_VERIFY_TOKEN_TTL = 24 * 3600
     BATCHROUTER_RESET_TOKEN_TTL = 30 * 60
+    # Workspace invitation links expire after this many seconds (7 days).
+    BATCHROUTER_INVITE_TTL = 7 * 24 * 3600
+    # Throttle for POST /v1/auth/agent-register per client IP: each call creates a workspace.
+    BATCHROUTER_AGENT_REGISTER_LIMIT = "10 per hour"
     # Console session lifetimes: absolute and idle, in seconds.
     BATCHROUTER_SESSION_ABSOLUTE_TTL = 8 * 3600 * 3
     BATCHROUTER_SESSION_IDLE_TTL = 8 * 3600
@@ -82,6 +86,22 @@ class Defaults:
     BATCHROUTER_QUOTE_TTL = 600
     # Where files and artifacts are stored (filesystem storage root).
     BATCHROUTER_STORAGE_ROOT = str(INSTANCE / "storage")
+    # Work-unit lease (seconds): a worker that dies mid-unit loses it after this long.
+    BATCHROUTER_UNIT_LEASE = 120
+    # Seconds between polls of a submitted provider batch.
+    BATCHROUTER_POLL_INTERVAL = 5.0
+    # First retry delay (seconds) for transient item failures; doubles per run, jittered.
+    BATCHROUTER_RETRY_BASE_DELAY = 2.0
+    # Sweeper: how often it runs, and how long an unleased unit may sit before re-queueing.
+    BATCHROUTER_SWEEP_INTERVAL = 30
+    BATCHROUTER_SWEEP_STALE_AFTER = 60
+    # Sandbox provider: per-item latency, simulated transient failure rate (0–1), and how
+    # long a sandbox "provider batch" takes to be ready.
+    BATCHROUTER_SANDBOX_LATENCY_MS = 0
+    BATCHROUTER_SANDBOX_FAILURE_RATE = 0.0
+    BATCHROUTER_SANDBOX_BATCH_DELAY = 2.0
+    # Lifetime of signed artifact download links (seconds).
+    BATCHROUTER_ARTIFACT_URL_TTL = 900
     # How many reverse proxies in front of the app set X-Forwarded-* (0 = trust none).
     BATCHROUTER_TRUSTED_PROXIES = 0
 

@@ -12,8 +12,11 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from batchrouter.errors import ValidationFailed
-from batchrouter.models import CreditLot, LedgerAccount, LedgerEntry, LedgerTransaction, Workspace
+from batchrouter.db import utcnow
+from batchrouter.errors import InsufficientCredits, ValidationFailed
+from batchrouter.models import (CreditLot, LedgerAccount, LedgerEntry, LedgerTransaction,
+                                Reservation, Workspace)
+from batchrouter.money import to_wire
 from batchrouter.models.billing import LOT_KINDS
 
 # Which system account funds a grant of each lot kind.
@@ -51,13 +54,18 @@ def account(session: Session, workspace_id: str | None, kind: str) -> LedgerAcco
 
 
 def _post(session: Session, txn: LedgerTransaction, lines: list[tuple]) -> None:
-    """Write the entries of one transaction; they must sum to zero (double entry)."""
+    """Write the entries of one transaction; they must sum to zero (double entry).
+
+    Balances move with SQL-side increments: system accounts are shared by every workspace, so
+    a read-modify-write in Python would lose concurrent updates."""
     if sum(amount for _acct, amount, _lot in lines) != 0:
         raise AssertionError("ledger transaction does not balance")
     for acct, amount, lot_id in lines:
         session.add(LedgerEntry(transaction_id=txn.id, account_id=acct.id, amount=amount,
                                 lot_id=lot_id))
-        acct.balance += amount
+        session.execute(update(LedgerAccount).where(LedgerAccount.id == acct.id)
+                        .values(balance=LedgerAccount.balance + amount))
+        session.expire(acct, ["balance"])
         if acct.workspace_id is not None and acct.balance < 0:
             raise AssertionError(f"{acct.kind} balance would go negative")
 
@@ -90,6 +98,140 @@ def grant(session: Session, workspace_id: str, amount: int, *, kind: str, reason
     _post(session, txn, [(account(session, None, GRANT_SOURCE[kind]), -amount, None),
                          (account(session, workspace_id, "available"), amount, lot.id)])
     return txn
+
+
+def _new_transaction(session: Session, kind: str, key: str, workspace_id: str,
+                     reason: str) -> LedgerTransaction:
+    txn = LedgerTransaction(kind=kind, idempotency_key=key, workspace_id=workspace_id,
+                            reason=reason)
+    session.add(txn)
+    session.flush()
+    return txn
+
+
+def spendable_lots(session: Session, workspace_id: str) -> list[CreditLot]:
+    """Lots with credit left, in the order spending consumes them (SPEC §8): promo and starter
+    lots first, earliest expiry first, then purchased ones, oldest first."""
+    now = utcnow()
+    lots = session.scalars(select(CreditLot).where(
+        CreditLot.workspace_id == workspace_id, CreditLot.remaining > 0)).all()
+    live = [lot for lot in lots if lot.expires_at is None or lot.expires_at > now]
+    return sorted(live, key=lambda lot: (lot.kind == "purchase",
+                                         lot.expires_at is None, lot.expires_at or now,
+                                         lot.created_at, lot.id))
+
+
+def reserve(session: Session, workspace_id: str, batch_id: str, amount: int) -> Reservation:
+    """Hold `amount` for a batch, or raise InsufficientCredits with the shortfall.
+
+    Serialized per workspace: the lock is the first statement of the transaction, so on
+    SQLite it takes the write lock before anything is read."""
+    lock_workspace(session, workspace_id)
+    existing = session.scalars(select(Reservation)
+                               .where(Reservation.batch_id == batch_id)).first()
+    if existing is not None:
+        return existing
+    lots = spendable_lots(session, workspace_id)
+    usable = sum(lot.remaining for lot in lots)
+    if amount > usable:
+        raise InsufficientCredits(
+            f"This batch needs {to_wire(amount)} USD of credit held (the quote's high "
+            f"estimate); {to_wire(usable)} is available.",
+            details={"required": to_wire(amount), "available": to_wire(usable),
+                     "shortfall": to_wire(amount - usable)})
+    txn = _new_transaction(session, "reserve", f"reserve:{batch_id}", workspace_id,
+                           f"Hold for batch {batch_id}")
+    available, reserved = account(session, workspace_id, "available"), \
+        account(session, workspace_id, "reserved")
+    allocations, lines, left = {}, [], amount
+    for lot in lots:
+        if left == 0:
+            break
+        take = min(lot.remaining, left)
+        lot.remaining -= take
+        left -= take
+        allocations[lot.id] = take
+        lines += [(available, -take, lot.id), (reserved, take, lot.id)]
+    _post(session, txn, lines)
+    reservation = Reservation(workspace_id=workspace_id, batch_id=batch_id, amount=amount,
+                              allocations=allocations)
+    session.add(reservation)
+    session.flush()
+    return reservation
+
+
+def _take(allocations: dict, amount: int) -> list[tuple[str, int]]:
+    """Split `amount` across the held lots in their order; the allocations shrink."""
+    parts, left = [], amount
+    for lot_id in list(allocations):
+        if left == 0:
+            break
+        take = min(allocations[lot_id], left)
+        if take:
+            parts.append((lot_id, take))
+            allocations[lot_id] -= take
+            left -= take
+    return parts
+
+
+def settle(session: Session, workspace_id: str, batch_id: str, unit_id: str,
+           amount: int) -> LedgerTransaction | None:
+    """Move what a work unit actually cost from reserved to spent, once per unit.
+
+    Never more than what is still held: settlement is capped by the reservation."""
+    lock_workspace(session, workspace_id)
+    key = f"settle:{batch_id}:{unit_id}"
+    existing = find_transaction(session, key)
+    if existing is not None:
+        return existing
+    reservation = session.scalars(select(Reservation)
+                                  .where(Reservation.batch_id == batch_id)).one()
+    held = reservation.amount - reservation.settled - reservation.released
+    amount = min(amount, held)
+    txn = _new_transaction(session, "settle", key, workspace_id,
+                           f"Usage of work unit {unit_id}")
+    allocations = dict(reservation.allocations)
+    reserved, spent = account(session, workspace_id, "reserved"), \
+        account(session, workspace_id, "spent")
+    lines = []
+    for lot_id, take in _take(allocations, amount):
+        lines += [(reserved, -take, lot_id), (spent, take, lot_id)]
+    _post(session, txn, lines)
+    reservation.allocations = allocations
+    reservation.settled += amount
+    return txn
+
+
+def release(session: Session, workspace_id: str, batch_id: str) -> LedgerTransaction | None:
+    """Return whatever the batch still holds to available credit (terminal batches)."""
+    lock_workspace(session, workspace_id)
+    key = f"release:{batch_id}"
+    existing = find_transaction(session, key)
+    if existing is not None:
+        return existing
+    reservation = session.scalars(select(Reservation)
+                                  .where(Reservation.batch_id == batch_id)).first()
+    if reservation is None:
+        return None
+    held = reservation.amount - reservation.settled - reservation.released
+    txn = _new_transaction(session, "release", key, workspace_id,
+                           f"Release of batch {batch_id}")
+    allocations = dict(reservation.allocations)
+    available, reserved = account(session, workspace_id, "available"), \
+        account(session, workspace_id, "reserved")
+    lines = []
+    for lot_id, take in _take(allocations, held):
+        session.get(CreditLot, lot_id).remaining += take
+        lines += [(reserved, -take, lot_id), (available, take, lot_id)]
+    _post(session, txn, lines)
+    reservation.allocations = allocations
+    reservation.released += held
+    reservation.closed_at = utcnow()
+    return txn
+
+
+def open_reservations(session: Session) -> list[Reservation]:
+    return list(session.scalars(select(Reservation).where(Reservation.closed_at.is_(None))))
 
 
 def balances(session: Session, workspace_id: str) -> Balances:

@@ -9,7 +9,7 @@ from typing import Iterable
 import msgspec
 from sqlalchemy.orm import Session
 
-from batchrouter import catalog, files, ledger, manifest, money, pricing, routing
+from batchrouter import catalog, files, ledger, manifest, money, pricing, providers, routing
 from batchrouter.db import iso, utcnow
 from batchrouter.errors import DomainError, InvalidRequest, NotFound, ValidationFailed
 from batchrouter.models import Quote
@@ -106,14 +106,19 @@ def model_operations(session: Session) -> dict[str, tuple]:
 def build_context(session: Session, settings: Settings, *, test_mode: bool) -> routing.Context:
     """Read the catalog once into the routing engine's plain inputs."""
     models = catalog.models_by_slug(session)
+    # A provider is routable when it has credentials and this installation has its adapter.
     configured = frozenset(p.slug for p in catalog.list_providers(session)
-                           if catalog.is_configured(p, settings.credentials))
+                           if catalog.is_configured(p, settings.credentials)
+                           and p.adapter in providers.ADAPTERS)
     sizing = {slug: pricing.ModelSizing(m.family, m.max_output_tokens, m.typical_output_tokens,
                                         m.operations == ["embeddings"])
               for slug, m in models.items()}
+    from batchrouter import feedback
+
     return routing.Context(lanes=catalog.load_lanes(session), sizing=sizing,
                            model_operations={s: tuple(m.operations) for s, m in models.items()},
-                           configured=configured, test_mode=test_mode, fee_ppm=settings.fee_ppm)
+                           configured=configured, test_mode=test_mode, fee_ppm=settings.fee_ppm,
+                           quality=feedback.quality_scores(session))
 
 
 # --- quoting -------------------------------------------------------------------------------

@@ -18,12 +18,16 @@ from batchrouter.models import PeriodicTask
 # name -> (job, interval in seconds). Later issues add sweeps, reconciliation and retention.
 PERIODIC = {
     "outbox-sweep": ("jobs.maintenance.sweep_outbox", 60),
+    "batch-sweep": ("jobs.maintenance.sweep_batches", 30),
 }
 
 
-def register_defaults(session: Session, tasks: dict | None = None) -> None:
-    """Create or update the periodic task rows (idempotent; runs when a worker starts)."""
+def register_defaults(session: Session, tasks: dict | None = None,
+                      intervals: dict | None = None) -> None:
+    """Create or update the periodic task rows (idempotent; runs when a worker starts).
+    `intervals` overrides the seconds of named tasks (from configuration)."""
     for name, (func, interval) in (tasks or PERIODIC).items():
+        interval = (intervals or {}).get(name, interval)
         task = session.get(PeriodicTask, name)
         if task is None:
             session.add(PeriodicTask(name=name, func=func, interval_seconds=interval,

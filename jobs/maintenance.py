@@ -9,3 +9,12 @@ def sweep_outbox() -> int:
     """Enqueue outbox rows whose fast-path enqueue never happened (e.g. a crash after commit)."""
     rt = runtime.runtime()
     return queue.drain_outbox(rt.db, rt.redis, lease=runtime.config()["BATCHROUTER_OUTBOX_LEASE"])
+
+
+def sweep_batches() -> dict:
+    """Recover work a dead worker left, expire late batches, release terminal reservations."""
+    from batchrouter import finalize
+
+    with runtime.runtime().db.session() as session:
+        return finalize.sweep(session,
+                              stale_after=runtime.config()["BATCHROUTER_SWEEP_STALE_AFTER"])

@@ -1,0 +1,295 @@
+"""Batches: create from a quote (reserve, insert items, split into work units), read, cancel.
+
+Dispatch lives in dispatch.py and finalization in finalize.py; this module owns the batch
+record and its public shape (SPEC §5, §6).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Iterable
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from batchrouter import ledger, manifest, money, queue, quotes, routing
+from batchrouter.db import iso, utcnow
+from batchrouter.errors import Conflict, InvalidRequest, NotFound, ValidationFailed
+from batchrouter.ids import new_id
+from batchrouter.models import Batch, File, Item, OutboxMessage, Quote, WorkUnit
+from batchrouter.models.batches import BATCH_TERMINAL
+
+DISPATCH_JOB = "jobs.dispatch.run_work_unit"
+FINALIZE_JOB = "jobs.dispatch.finalize_batch"
+INSERT_CHUNK = 5000
+
+
+@dataclass(frozen=True)
+class ManifestLines:
+    """The raw lines of the manifest being submitted, and their ids in order."""
+
+    lines: list[bytes]
+    customer_ids: list[str]
+    sha256: str
+    input_file_id: str | None
+
+
+def _ids_of(items: list) -> list[str]:
+    return [item.get("customer_item_id", item.get("custom_id")) if isinstance(item, dict)
+            else None for item in items]
+
+
+def inline_lines(items: list) -> ManifestLines:
+    """Inline items as the same canonical lines the quote hashed."""
+    if not isinstance(items, list):
+        raise InvalidRequest("items must be a list of item objects.", code="invalid_manifest")
+    lines = list(manifest.encode_items(items))
+    digest = hashlib.sha256(b"".join(lines)).hexdigest()
+    return ManifestLines(lines, _ids_of(items), digest, None)
+
+
+def file_lines(session: Session, storage, workspace_id: str, file_id: str) -> ManifestLines:
+    """A stored, preflighted file's lines (ids come from the summaries made at upload)."""
+    from batchrouter import files
+
+    record = files.get_file(session, workspace_id, file_id)
+    summaries = files.load_summaries(storage, record) if record.status == "processed" else []
+    by_line = {s.line: s.customer_item_id for s in summaries}
+    lines, ids = [], []
+    with storage.open(record.storage_key) as fh:
+        for number, raw in enumerate(manifest.iter_lines(fh), start=1):
+            if number in by_line:
+                lines.append(raw)
+                ids.append(by_line[number])
+    return ManifestLines(lines, ids, record.sha256, record.id)
+
+
+def request_lines(session: Session, storage, workspace_id: str, data: dict,
+                  quote: Quote) -> ManifestLines:
+    """The manifest of a create request: inline items, a file, or the quote's own file."""
+    items, file_id = data.get("items"), data.get("input_file_id")
+    if items is not None and file_id is not None:
+        raise InvalidRequest("Send either items or input_file_id, not both.",
+                             code="invalid_manifest")
+    if items is not None:
+        return inline_lines(items)
+    file_id = file_id or quote.input_file_id
+    if not isinstance(file_id, str):
+        raise InvalidRequest("Send the quoted manifest again as items or input_file_id.",
+                             code="invalid_manifest")
+    return file_lines(session, storage, workspace_id, file_id)
+
+
+def _check_quote(quote: Quote, source: ManifestLines) -> None:
+    if quote.status != "open":
+        raise Conflict("This quote was already used to create a batch.", code="quote_used")
+    if quote.expires_at <= utcnow():
+        raise Conflict("The quote expired; ask for a new one (prices may have changed).",
+                       code="quote_expired")
+    if source.sha256 != quote.manifest_sha256 or len(source.lines) != quote.item_count:
+        raise Conflict("These items are not the manifest that was quoted.",
+                       code="quote_mismatch")
+
+
+def _clean_metadata(metadata) -> dict:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict) or len(metadata) > 16 or not all(
+            isinstance(k, str) and isinstance(v, str) and len(k) <= 64 and len(v) <= 512
+            for k, v in metadata.items()):
+        raise ValidationFailed("metadata must be at most 16 string pairs.",
+                               code="invalid_metadata")
+    return metadata
+
+
+def create_batch(session: Session, *, quote: Quote, source: ManifestLines,
+                 metadata: dict | None = None, webhook: dict | None = None,
+                 key_id: str | None = None) -> Batch:
+    """Accept a quote: reserve its high estimate, write the items in work units, and hand the
+    units to the queue through the outbox — all in one transaction."""
+    _check_quote(quote, source)
+    metadata = _clean_metadata(metadata)
+    session.commit()  # end any read snapshot: the reservation lock must come first
+    batch_id = new_id("bat")
+    if quote.mode == "live":
+        ledger.reserve(session, quote.workspace_id, batch_id, quote.high_micros)
+    choices = quotes.decode_selections(quote.selections)
+    controls = quote.controls
+    now = utcnow()
+    batch = Batch(id=batch_id, workspace_id=quote.workspace_id, mode=quote.mode,
+                  status="queued", quote_id=quote.id, input_file_id=source.input_file_id,
+                  controls=controls, metadata_=metadata, webhook=webhook,
+                  created_by_key_id=key_id, total=quote.item_count,
+                  pending=quote.item_count, quoted_low_micros=quote.low_micros,
+                  quoted_expected_micros=quote.expected_micros,
+                  quoted_high_micros=quote.high_micros,
+                  reserved_micros=quote.high_micros if quote.mode == "live" else 0,
+                  sla_deadline=now + timedelta(seconds=routing.SLA_WINDOWS[controls["sla_tier"]]),
+                  created_at=now, updated_at=now)
+    session.add(batch)
+    session.flush()
+    units = _write_units_and_items(session, batch, quote, source, choices)
+    batch.units_total = len(units)
+    quote.status, quote.accepted_at = "accepted", now
+    _enqueue_units(session, units)
+    return batch
+
+
+def _write_units_and_items(session: Session, batch: Batch, quote: Quote,
+                           source: ManifestLines, choices: list) -> list[str]:
+    """Group items by lane, cut each lane into work units, bulk-insert everything."""
+    lanes = {lane["index"]: lane for lane in quote.lanes}
+    plan = {p["lane"]: p["unit_size"] for p in quote.plan}
+    by_lane: dict[int, list[int]] = {}
+    for position, choice in enumerate(choices):
+        by_lane.setdefault(choice[0], []).append(position)
+    unit_rows, item_rows = [], []
+    for lane_index, positions in by_lane.items():
+        lane = lanes[lane_index]
+        size = plan.get(lane["lane"], routing.SYNC_UNIT)
+        for start in range(0, len(positions), size):
+            chunk = positions[start:start + size]
+            unit_id = new_id("wu")
+            unit_rows.append(_unit_row(unit_id, batch.id, lane, len(chunk)))
+            for position in chunk:
+                item_rows.append(_item_row(batch.id, unit_id, position, source, choices))
+    session.execute(insert(WorkUnit), unit_rows)
+    for start in range(0, len(item_rows), INSERT_CHUNK):
+        session.execute(insert(Item), item_rows[start:start + INSERT_CHUNK])
+    return [row["id"] for row in unit_rows]
+
+
+def _unit_row(unit_id: str, batch_id: str, lane: dict, count: int) -> dict:
+    now = utcnow()
+    return {"id": unit_id, "batch_id": batch_id, "lane": lane["lane"],
+            "offering_id": lane["offering_id"], "provider": lane["provider"],
+            "model": lane["model"], "provider_model_id": lane["provider_model_id"],
+            "mode": lane["mode"], "item_count": count, "status": "pending", "attempts": 0,
+            "settled": False, "created_at": now, "updated_at": now}
+
+
+def _item_row(batch_id: str, unit_id: str, position: int, source: ManifestLines,
+              choices: list) -> dict:
+    lane, low, expected, high, _sub, _fee, ladder = choices[position]
+    return {"id": new_id("itm"), "batch_id": batch_id, "work_unit_id": unit_id,
+            "seq": position, "customer_item_id": source.customer_ids[position],
+            "status": "pending", "line": source.lines[position], "quoted_lane": lane,
+            "lane": lane, "ladder": list(ladder), "low_micros": low,
+            "expected_micros": expected, "high_micros": high, "attempts": 0,
+            "attempt_log": [], "input_tokens": 0, "output_tokens": 0, "charged_micros": 0,
+            "charged_subtotal_micros": 0, "provider_cost_micros": 0}
+
+
+def _enqueue_units(session: Session, unit_ids: Iterable[str]) -> None:
+    """One outbox row per work unit, in bulk (the fast path enqueues them after commit)."""
+    now = utcnow()
+    rows = [{"id": new_id("obx"), "func": DISPATCH_JOB, "args": [unit_id], "queue": "default",
+             "available_at": now, "attempts": 0, "created_at": now} for unit_id in unit_ids]
+    session.execute(insert(OutboxMessage), rows)
+    session.info.setdefault("outbox_ids", []).extend(row["id"] for row in rows)
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+def get_batch(session: Session, workspace_id: str, batch_id: str) -> Batch:
+    batch = session.get(Batch, batch_id) if isinstance(batch_id, str) else None
+    if batch is None or batch.workspace_id != workspace_id:
+        raise NotFound("No such batch in this workspace.", code="batch_not_found")
+    return batch
+
+
+def list_batches(session: Session, workspace_id: str, *, status: str | None = None,
+                 search: str | None = None, before: str | None = None,
+                 limit: int = 20) -> list[Batch]:
+    """Newest first, keyset-paged by id (ids sort by creation time)."""
+    stmt = select(Batch).where(Batch.workspace_id == workspace_id)
+    if status:
+        stmt = stmt.where(Batch.status == status)
+    if before:
+        stmt = stmt.where(Batch.id < before)
+    if search:
+        stmt = stmt.where(Batch.id.contains(search.strip()[:60]))
+    return list(session.scalars(stmt.order_by(Batch.id.desc()).limit(limit)))
+
+
+def counts(batch: Batch) -> dict:
+    return {"total": batch.total, "succeeded": batch.succeeded, "failed": batch.failed,
+            "cancelled": batch.cancelled, "expired": batch.expired, "running": batch.running,
+            "pending": batch.pending}
+
+
+def progress(batch: Batch) -> int:
+    """Percent of items in a terminal state."""
+    done = batch.succeeded + batch.failed + batch.cancelled + batch.expired
+    return 100 if batch.total == 0 else int(done * 100 // batch.total)
+
+
+def to_json(batch: Batch) -> dict:
+    return {
+        "id": batch.id, "object": "batch", "mode": batch.mode, "status": batch.status,
+        "quote_id": batch.quote_id, "input_file_id": batch.input_file_id,
+        "created_at": iso(batch.created_at), "started_at": iso(batch.started_at),
+        "finished_at": iso(batch.finished_at), "sla_deadline": iso(batch.sla_deadline),
+        "sla_tier": batch.controls["sla_tier"], "routing_mode": batch.controls["routing_mode"],
+        "privacy_tier": batch.controls["privacy_tier"], "metadata": batch.metadata_,
+        "counts": counts(batch), "progress_percent": progress(batch),
+        "cost_usd": {"quoted_expected": money.to_wire(batch.quoted_expected_micros),
+                     "quoted_high": money.to_wire(batch.quoted_high_micros),
+                     "reserved": money.to_wire(batch.reserved_micros),
+                     "settled": money.to_wire(batch.settled_micros)},
+        "results_file_id": batch.results_file_id, "errors_file_id": batch.errors_file_id,
+        "error_summary": batch.error_summary,
+    }
+
+
+# --- cancel ----------------------------------------------------------------------------------
+
+def request_cancel(session: Session, batch: Batch) -> Batch:
+    """Stop dispatch; the finalizer delivers what finished and releases the rest."""
+    if batch.status in BATCH_TERMINAL:
+        raise Conflict(f"The batch is already {batch.status}.", code="batch_terminal")
+    if batch.cancel_requested_at is None:
+        batch.cancel_requested_at = utcnow()
+        batch.status = "cancelling"
+        queue.add_outbox(session, FINALIZE_JOB, batch.id)
+    return batch
+
+
+def unit_lanes(session: Session, batch_id: str) -> list[dict]:
+    """Per-lane breakdown for the batch page: units and items by lane."""
+    rows = session.execute(select(WorkUnit.lane, WorkUnit.status, WorkUnit.item_count)
+                           .where(WorkUnit.batch_id == batch_id)).all()
+    lanes: dict[str, dict] = {}
+    for lane, status, count in rows:
+        entry = lanes.setdefault(lane, {"lane": lane, "units": 0, "items": 0, "done": 0})
+        entry["units"] += 1
+        entry["items"] += count
+        entry["done"] += status in ("completed", "cancelled", "expired")
+    return sorted(lanes.values(), key=lambda e: e["lane"])
+
+
+def files_of(session: Session, batch: Batch) -> dict[str, File]:
+    ids = [i for i in (batch.results_file_id, batch.errors_file_id) if i]
+    return {f.id: f for f in session.scalars(select(File).where(File.id.in_(ids)))} if ids else {}
+
+
+def touch(session: Session, batch_id: str, **changes) -> None:
+    session.execute(update(Batch).where(Batch.id == batch_id).values(updated_at=utcnow(),
+                                                                       **changes))
+
+
+def result_rows(session: Session, batch_id: str, *, status: str | None, after: int,
+                limit: int) -> tuple[list[dict], str | None]:
+    """Per-item rows for GET /results: keyset on the manifest position."""
+    import json
+
+    stmt = select(Item.seq, Item.customer_item_id, Item.status, Item.result, Item.error,
+                  Item.attempts).where(Item.batch_id == batch_id, Item.seq > after)
+    if status:
+        stmt = stmt.where(Item.status == status)
+    rows = session.execute(stmt.order_by(Item.seq).limit(limit)).all()
+    data = [{"customer_item_id": r.customer_item_id, "status": r.status,
+             "result": json.loads(r.result) if r.result else None, "error": r.error,
+             "attempts": r.attempts} for r in rows]
+    return data, (str(rows[-1].seq) if len(rows) == limit else None)

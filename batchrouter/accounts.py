@@ -65,8 +65,13 @@ def create_workspace(session: Session, owner: User, name: str, settings: Setting
 
 def create_user(session: Session, email: str, password: str | None, settings: Settings, *,
                 name: str | None = None, workspace_name: str | None = None,
-                verified: bool = False, operator: bool = False) -> User:
-    """Create a user with their own workspace (the operator CLI and sign-up share this)."""
+                verified: bool = False, operator: bool = False,
+                with_workspace: bool = True) -> User:
+    """Create a user with their own workspace (the operator CLI and sign-up share this).
+
+    An invitee signing up from an invitation joins the inviting workspace instead
+    (`with_workspace=False`).
+    """
     email = normalize_email(email)
     if password is not None:
         passwords.check_policy(password)
@@ -76,8 +81,9 @@ def create_user(session: Session, email: str, password: str | None, settings: Se
                 password_changed_at=utcnow())
     session.add(user)
     session.flush()
-    create_workspace(session, user, workspace_name or f"{email.split('@')[0]}'s workspace",
-                     settings)
+    if with_workspace:
+        create_workspace(session, user,
+                         workspace_name or f"{email.split('@')[0]}'s workspace", settings)
     return user
 
 

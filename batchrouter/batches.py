@@ -213,6 +213,12 @@ def list_batches(session: Session, workspace_id: str, *, status: str | None = No
     return list(session.scalars(stmt.order_by(Batch.id.desc()).limit(limit)))
 
 
+def active_batches(session: Session, workspace_id: str, limit: int = 10) -> list[Batch]:
+    return list(session.scalars(select(Batch).where(
+        Batch.workspace_id == workspace_id, Batch.status.notin_(BATCH_TERMINAL))
+        .order_by(Batch.id.desc()).limit(limit)))
+
+
 def counts(batch: Batch) -> dict:
     return {"total": batch.total, "succeeded": batch.succeeded, "failed": batch.failed,
             "cancelled": batch.cancelled, "expired": batch.expired, "running": batch.running,

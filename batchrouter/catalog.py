@@ -192,7 +192,12 @@ def offering_document(o: Offering) -> dict:
 # --- reading ------------------------------------------------------------------------------
 
 def is_configured(provider: Provider, credentials: dict) -> bool:
-    """A provider needs its credential set (sandbox needs none)."""
+    """Routable here: this installation has the provider's adapter, and its credential is set
+    (sandbox needs none)."""
+    from batchrouter import providers
+
+    if provider.adapter not in providers.ADAPTERS:
+        return False
     return not provider.credential_env or bool(credentials.get(provider.credential_env))
 
 

@@ -23,6 +23,44 @@ db_cli = AppGroup("db", help="Database schema.")
 users_cli = AppGroup("users", help="Manage users.")
 keys_cli = AppGroup("keys", help="Manage API keys.")
 catalog_cli = AppGroup("catalog", help="Providers, models and prices.")
+credits_cli = AppGroup("credits", help="Operator credit grants.")
+
+
+@credits_cli.command("grant")
+@click.option("--workspace", "workspace_id", default=None, help="Workspace id (org_…).")
+@click.option("--email", default=None, help="Or: the owner's email (their first workspace).")
+@click.option("--amount", required=True, help="USD as a decimal string, e.g. 100.00")
+@click.option("--reason", required=True)
+def credits_grant(workspace_id, email, amount, reason):
+    """Grant promo credits to a workspace (recorded in the ledger and the security log)."""
+    import uuid
+
+    from batchrouter import money
+    from batchrouter.models import Workspace
+    from batchrouter.records import log_security
+
+    try:
+        micros = money.parse(amount)
+    except money.MoneyFormatError as exc:
+        _fail(str(exc))
+    with runtime().db.session() as session:
+        if email and not workspace_id:
+            user = accounts.find_user_by_email(session, accounts.normalize_email(email))
+            if user is None:
+                _fail(f"no user with email {email}")
+            workspace_id = accounts.memberships_of(session, user.id)[0].workspace_id
+        if not workspace_id or session.get(Workspace, workspace_id) is None:
+            _fail("give --workspace org_… or --email of an existing user")
+        try:
+            ledger.grant(session, workspace_id, micros, kind="promo", reason=reason,
+                         idempotency_key=f"cli-grant:{uuid.uuid4()}")
+        except DomainError as exc:
+            _fail(exc.message)
+        log_security(session, "credits_granted", workspace_id=workspace_id,
+                     amount=money.to_wire(micros), reason=reason, via="cli")
+        available = ledger.balances(session, workspace_id).available
+    click.echo(f"granted {money.to_wire(micros)} to {workspace_id}; "
+               f"available {money.to_wire(available)}")
 
 
 @db_cli.command("upgrade")
@@ -137,5 +175,5 @@ def catalog_export():
 
 
 def register_cli(app: Flask) -> None:
-    for command in (db_cli, users_cli, keys_cli, catalog_cli, seed, worker):
+    for command in (db_cli, users_cli, keys_cli, catalog_cli, credits_cli, seed, worker):
         app.cli.add_command(command)

@@ -52,8 +52,12 @@ def render(template: str, context: dict) -> tuple[str, str, str]:
 
 
 def queue_email(session: Session, to: str, template: str, context: dict, *,
-                idempotency_key: str) -> EmailMessage:
+                idempotency_key: str) -> EmailMessage | None:
     """Write the message and its send job in the caller's transaction (once per key)."""
+    if to.rpartition("@")[2].endswith(".invalid"):
+        # RFC 2606 reserves .invalid: placeholder identities (agents without an email) are
+        # never mailed, so nothing is queued that could only bounce.
+        return None
     existing = session.scalars(select(EmailMessage)
                                .where(EmailMessage.idempotency_key == idempotency_key)).first()
     if existing is not None:

@@ -258,3 +258,20 @@ def verify_balances(session: Session) -> list[str]:
                                  .having(func.sum(LedgerEntry.amount) != 0)).scalars().all()
     problems.extend(f"transaction {t} does not sum to zero" for t in unbalanced)
     return problems
+
+
+def daily_spend(session: Session, workspace_id: str, days: int = 30) -> list[tuple[str, int]]:
+    """Settled spend per UTC day for the last `days` days, oldest first (zeros included)."""
+    from datetime import timedelta
+
+    today = utcnow().date()
+    since = today - timedelta(days=days - 1)
+    spent = account(session, workspace_id, "spent")
+    rows = session.execute(select(LedgerEntry.created_at, LedgerEntry.amount).where(
+        LedgerEntry.account_id == spent.id, LedgerEntry.amount > 0,
+        LedgerEntry.created_at >= datetime.combine(since, datetime.min.time()))).all()
+    totals: dict = {}
+    for created_at, amount in rows:
+        totals[created_at.date()] = totals.get(created_at.date(), 0) + amount
+    return [((since + timedelta(days=i)).isoformat(), totals.get(since + timedelta(days=i), 0))
+            for i in range(days)]

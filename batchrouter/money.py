@@ -1,9 +1,12 @@
 """Micro-dollar arithmetic: integers inside, decimal strings on the wire (SPEC §2)."""
 from __future__ import annotations
 
+import re
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 MICROS = 1_000_000
+# Plain decimals only: no exponents, no thousands separators, no "NaN"/"Infinity".
+_DECIMAL = re.compile(r"^-?\d{1,15}(\.\d+)?$")
 
 
 class MoneyFormatError(ValueError):
@@ -29,8 +32,11 @@ def parse(amount: str | int | Decimal, *, allow_negative: bool = False) -> int:
     """Parse "12.50" (at most 6 decimals) into micro-dollars; never through a float."""
     if isinstance(amount, float):
         raise MoneyFormatError("amounts must be decimal strings, not floats")
+    text = str(amount).strip()
+    if not _DECIMAL.match(text):
+        raise MoneyFormatError(f"not a plain decimal amount: {text[:40]!r}")
     try:
-        value = Decimal(str(amount).strip())
+        value = Decimal(text)
     except InvalidOperation as exc:
         raise MoneyFormatError(f"not a decimal amount: {amount!r}") from exc
     if not value.is_finite() or (value < 0 and not allow_negative):

@@ -9,7 +9,7 @@ from typing import Iterable
 import msgspec
 from sqlalchemy.orm import Session
 
-from batchrouter import catalog, files, ledger, manifest, money, pricing, providers, routing
+from batchrouter import catalog, files, ledger, manifest, money, pricing, routing
 from batchrouter.db import iso, utcnow
 from batchrouter.errors import DomainError, InvalidRequest, NotFound, ValidationFailed
 from batchrouter.models import Quote
@@ -51,14 +51,24 @@ def _str_list(value, key: str) -> tuple:
 def parse_max_price(value) -> int | None:
     if value is None:
         return None
-    if not isinstance(value, dict) or value.get("currency", "usd") != "usd":
-        raise ValidationFailed('max_price must look like {"currency": "usd", "amount": "12.50"}.',
+    if not isinstance(value, dict) or value.get("currency", "usd") != "usd" \
+            or not isinstance(value.get("amount"), str):
+        raise ValidationFailed('max_price must look like {"currency": "usd", "amount": "12.50"} '
+                               "(a decimal string, never a float).",
                                code="invalid_controls", details={"field": "max_price"})
     try:
-        return money.parse(str(value.get("amount")))
+        return money.parse(value["amount"])
     except money.MoneyFormatError as exc:
         raise ValidationFailed(f"max_price.amount: {exc}", code="invalid_controls",
                                details={"field": "max_price"}) from exc
+
+
+def _flag(prefs: dict, key: str, default: bool) -> bool:
+    value = prefs.get(key, default)
+    if not isinstance(value, bool):
+        raise ValidationFailed(f"provider_preferences.{key} must be true or false.",
+                               code="invalid_controls", details={"field": key})
+    return value
 
 
 def parse_controls(data: dict) -> routing.Controls:
@@ -80,9 +90,9 @@ def parse_controls(data: dict) -> routing.Controls:
             only=_str_list(prefs.get("only"), "provider_preferences.only"),
             ignore=_str_list(prefs.get("ignore"), "provider_preferences.ignore"),
             order=_str_list(prefs.get("order"), "provider_preferences.order"),
-            allow_fallbacks=bool(prefs.get("allow_fallbacks", True)),
+            allow_fallbacks=_flag(prefs, "allow_fallbacks", True),
             data_collection=prefs.get("data_collection", "allow"),
-            zdr=bool(prefs.get("zdr", False))),
+            zdr=_flag(prefs, "zdr", False)),
         max_price=parse_max_price(data.get("max_price")))
 
 
@@ -106,10 +116,8 @@ def model_operations(session: Session) -> dict[str, tuple]:
 def build_context(session: Session, settings: Settings, *, test_mode: bool) -> routing.Context:
     """Read the catalog once into the routing engine's plain inputs."""
     models = catalog.models_by_slug(session)
-    # A provider is routable when it has credentials and this installation has its adapter.
     configured = frozenset(p.slug for p in catalog.list_providers(session)
-                           if catalog.is_configured(p, settings.credentials)
-                           and p.adapter in providers.ADAPTERS)
+                           if catalog.is_configured(p, settings.credentials))
     sizing = {slug: pricing.ModelSizing(m.family, m.max_output_tokens, m.typical_output_tokens,
                                         m.operations == ["embeddings"])
               for slug, m in models.items()}

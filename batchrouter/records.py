@@ -19,6 +19,19 @@ LABELS = {
     "api_key_revoked": "API key revoked",
     "session_revoked": "Session signed out",
     "credits_granted": "Credits granted",
+    "workspace_created": "Workspace created",
+    "workspace_renamed": "Workspace renamed",
+    "member_invited": "Teammate invited",
+    "invitation_revoked": "Invitation withdrawn",
+    "invitation_accepted": "Invitation accepted",
+    "member_role_changed": "Role changed",
+    "member_removed": "Member removed",
+    "member_left": "Left the workspace",
+    "ownership_transferred": "Ownership transferred",
+    "email_change_requested": "Email change requested",
+    "email_changed": "Email changed",
+    "account_deleted": "Account deleted",
+    "agent_registered": "Agent registered",
 }
 
 

@@ -156,7 +156,7 @@ class _Candidate:
 
     __slots__ = ("lane", "family", "sizing", "a", "b", "pre", "post", "outs")
 
-    def __init__(self, lane: Lane, ctx: Context, controls: Controls):
+    def __init__(self, lane: Lane, ctx: Context, controls: Controls, models: tuple):
         self.lane = lane
         self.sizing = ctx.sizing[lane.model]
         self.family = self.sizing.family
@@ -164,7 +164,9 @@ class _Candidate:
         self.a, self.b = lane.input_rate * discount, lane.output_rate * discount
         order = controls.preferences.order
         rank = order.index(lane.provider) if lane.provider in order else len(order)
-        self.post = (-lane.health, rank, lane.position)
+        # Ties: higher health, then the item's own model order (SPEC §3), then provider
+        # preference order, then catalog order.
+        self.post = (-lane.health, models.index(lane.model), rank, lane.position)
         self.pre = _rank_prefix(lane, controls, ctx)
         self.outs: dict = {}  # output cap -> (low, expected, high) tokens
 
@@ -202,7 +204,7 @@ def route(items: list, controls: Controls, ctx: Context) -> Routing:
         if found is None:
             eligible, rejected = _verdicts(signature, controls, ctx)
             found = candidates_by_signature[signature] = (
-                [_Candidate(lane, ctx, controls) for lane in eligible], rejected)
+                [_Candidate(lane, ctx, controls, item.models) for lane in eligible], rejected)
         candidates, rejected = found
         for index, code in rejected:
             bucket = stats[index].rejected
@@ -279,6 +281,8 @@ def _apply_capacity(items, result: Routing, controls: Controls, ctx: Context) ->
                 break
             bucket = result.stats[candidate].rejected
             bucket["capacity_exceeded"] = bucket.get("capacity_exceeded", 0) + 1
+            if candidate != choice.lane:  # counted as higher_cost before it turned out full
+                _uncount(bucket, "higher_cost")
         else:
             candidate = None
         if candidate is None:
@@ -287,11 +291,18 @@ def _apply_capacity(items, result: Routing, controls: Controls, ctx: Context) ->
             continue
         used[candidate] = used.get(candidate, 0) + 1
         if candidate != choice.lane:
+            _uncount(result.stats[candidate].rejected, "higher_cost")
             figs = _figures(item, lanes[candidate], ctx)
             ladder = tuple(i for i in choice.ladder if i != candidate)
             choice.lane, choice.ladder = candidate, ladder
             choice.low, choice.expected, choice.high = figs[0][0], figs[1][0], figs[2][0]
             choice.subtotal, choice.fee = figs[1][1], figs[1][2]
+
+
+def _uncount(bucket: dict, code: str) -> None:
+    bucket[code] -= 1
+    if not bucket[code]:
+        del bucket[code]
 
 
 def _add_totals(result: Routing) -> None:

@@ -55,3 +55,20 @@ def test_keys_create_for_unknown_user_fails(app):
     result = app.test_cli_runner().invoke(args=["keys", "create", "--email",
                                                 "ghost@example.com", "--name", "x"])
     assert result.exit_code != 0 and "no user" in result.output
+
+
+def test_credits_grant_by_email_and_workspace(app, session):
+    from tests.factories import make_user
+
+    user = make_user(session, "rich@example.com")
+    ws = workspace_of(session, user)
+    result = invoke(app, "credits", "grant", "--email", "rich@example.com", "--amount", "12.50",
+                    "--reason", "goodwill")
+    assert result.exit_code == 0 and "granted 12.500000" in result.output
+    invoke(app, "credits", "grant", "--workspace", ws, "--amount", "1", "--reason", "again")
+    session.rollback()
+    assert ledger.balances(session, ws).available == 5_000_000 + 12_500_000 + 1_000_000
+    bad = app.test_cli_runner().invoke(args=["credits", "grant", "--workspace", ws,
+                                             "--amount", "1.5e3", "--reason", "x"])
+    assert bad.exit_code != 0
+    assert ledger.verify_balances(session) == []

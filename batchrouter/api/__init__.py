@@ -7,12 +7,13 @@ from batchrouter.api.errors import register_error_handlers
 
 
 def register_api(app: Flask) -> None:
-    from batchrouter.api import batches, catalog, health, v1
+    from batchrouter.api import batches, catalog, health, team, v1
     from batchrouter.api.openapi import build_spec
 
     register_error_handlers(app)
     app.register_blueprint(v1.bp)
     app.register_blueprint(catalog.bp)
+    app.register_blueprint(team.bp)
     app.register_blueprint(batches.bp)
     app.register_blueprint(health.bp)
 

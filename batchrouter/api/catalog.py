@@ -50,6 +50,7 @@ def list_providers():
     """Providers with whether credentials are present and their health (public)."""
     settings = quote_settings()
     data = [{"id": p.slug, "object": "provider", "name": p.name, "adapter": p.adapter,
+             "base_url": p.base_url,
              "configured": catalog.is_configured(p, settings.credentials),
              "enabled": p.enabled, "health": p.health, "breaker_open": p.breaker_open,
              "regions": p.regions, "max_batch_items": p.max_batch_items,

@@ -122,6 +122,112 @@ def _catalog_paths() -> dict:
     }
 
 
+ROLE = {"enum": ["owner", "admin", "member", "viewer"]}
+MEMBER = {"type": "object", "required": ["object", "user_id", "email", "role"],
+          "properties": {"object": {"const": "member"}, "user_id": {"type": "string"},
+                         "email": {"type": "string"}, "name": {"type": ["string", "null"]},
+                         "role": ROLE, "joined_at": {"type": "string"}}}
+INVITATION = {"type": "object", "required": ["id", "object", "email", "role", "status"],
+              "properties": {"id": {"type": "string"}, "object": {"const": "invitation"},
+                             "email": {"type": "string"}, "role": ROLE,
+                             "status": {"enum": ["pending", "accepted", "revoked", "expired"]},
+                             "created_at": {"type": "string"},
+                             "expires_at": {"type": "string"}}}
+AGENT_REGISTRATION = {
+    "type": "object",
+    "required": ["object", "org_id", "user_id", "key_id", "api_key", "mode", "scopes"],
+    "properties": {
+        "object": {"const": "agent_registration"}, "org_id": {"type": "string"},
+        "user_id": {"type": "string"}, "key_id": {"type": "string"},
+        "api_key": {"type": "string", "description": "The key's secret, shown only here."},
+        "mode": {"enum": ["live", "test"]},
+        "scopes": {"type": "array", "items": {"type": "string"}},
+        "workspace": {"type": "object"}, "email": {"type": ["string", "null"]},
+        "email_verification": {"enum": ["sent", "not_requested"]},
+        "created_at": {"type": "string"}},
+}
+
+
+def _json_body(properties: dict, required: list[str] | None = None) -> dict:
+    schema = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = required
+    return {"required": bool(required), "content": {"application/json": {"schema": schema}}}
+
+
+def _path_id(name: str) -> list[dict]:
+    return [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}]
+
+
+def _team_paths() -> dict:
+    member_ops = {
+        "patch": {"summary": "Change a member's role (admins; only owners touch the owner role; "
+                             "the last owner cannot be demoted)",
+                  "operationId": "changeMemberRole", "parameters": _path_id("user_id"),
+                  "requestBody": _json_body({"role": ROLE}, ["role"]),
+                  "responses": {"200": _resp("Member", MEMBER),
+                                **_errors(401, 403, 404, 409, 422, 429)}},
+        "delete": {"summary": "Remove a member (removing yourself is leaving)",
+                   "operationId": "removeMember", "parameters": _path_id("user_id"),
+                   "responses": {"200": _resp("Removed", {"type": "object"}),
+                                 **_errors(401, 403, 404, 409, 429)}}}
+    return {
+        "/v1/auth/agent-register": {"post": {
+            "summary": "Create a workspace, its owner and an owner API key in one call (no "
+                       "authentication; rate limited per IP). Until the emailed link is opened "
+                       "the key is a test key (br_test_).",
+            "operationId": "agentRegister", "security": [{}],
+            "requestBody": _json_body({"agent_name": {"type": "string"},
+                                       "email": {"type": "string", "format": "email"},
+                                       "password": {"type": "string"}}),
+            "responses": {"201": _resp("Registered; the secret is shown once",
+                                       AGENT_REGISTRATION),
+                          **_errors(400, 409, 422, 429)}}},
+        "/v1/workspace": {"patch": {
+            "summary": "Rename the workspace (owners and admins)",
+            "operationId": "renameWorkspace",
+            "requestBody": _json_body({"name": {"type": "string"}}, ["name"]),
+            "responses": {"200": _resp("Workspace", {"type": "object"}),
+                          **_errors(401, 403, 422, 429)}}},
+        "/v1/workspace/members": {"get": {
+            "summary": "Members and their roles", "operationId": "listMembers",
+            "responses": {"200": _resp("Members", {"type": "object"}),
+                          **_errors(401, 403, 429)}}},
+        "/v1/workspace/members/{user_id}": member_ops,
+        "/v1/workspace/transfer-ownership": {"post": {
+            "summary": "Make another member the owner; the calling owner becomes an admin",
+            "operationId": "transferOwnership",
+            "requestBody": _json_body({"user_id": {"type": "string"}}, ["user_id"]),
+            "responses": {"200": _resp("The new owner", MEMBER),
+                          **_errors(401, 403, 404, 422, 429)}}},
+        "/v1/workspace/invitations": {
+            "get": {"summary": "Pending invitations", "operationId": "listInvitations",
+                    "responses": {"200": _resp("Invitations", {"type": "object"}),
+                                  **_errors(401, 403, 429)}},
+            "post": {"summary": "Email an expiring, single-use invitation link",
+                     "operationId": "createInvitation",
+                     "parameters": [{"name": "Idempotency-Key", "in": "header",
+                                     "schema": {"type": "string"}}],
+                     "requestBody": _json_body({"email": {"type": "string", "format": "email"},
+                                                "role": ROLE}, ["email"]),
+                     "responses": {"201": _resp("Invitation", INVITATION),
+                                   **_errors(401, 403, 409, 422, 429)}}},
+        "/v1/workspace/invitations/{id}": {"delete": {
+            "summary": "Withdraw an invitation", "operationId": "revokeInvitation",
+            "parameters": _path_id("id"),
+            "responses": {"200": _resp("Invitation", INVITATION),
+                          **_errors(401, 403, 404, 429)}}},
+        "/v1/workspace/security-events": {"get": {
+            "summary": "The workspace's security log, newest first (owners and admins)",
+            "operationId": "listSecurityEvents",
+            "parameters": [{"name": "before", "in": "query", "schema": {"type": "string"}},
+                           {"name": "limit", "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 200}}],
+            "responses": {"200": _resp("Events", {"type": "object"}),
+                          **_errors(400, 401, 403, 429)}}},
+    }
+
+
 def build_spec(base_url: str) -> dict:
     """The spec document; `base_url` becomes the server entry."""
     return {
@@ -171,5 +277,6 @@ def build_spec(base_url: str) -> dict:
                 "responses": {"200": _resp("Revoked", {"$ref": "#/components/schemas/ApiKey"}),
                               **_errors(401, 403, 404, 429)}}},
             **_catalog_paths(),
+            **_team_paths(),
         },
     }

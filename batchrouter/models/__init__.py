@@ -8,11 +8,12 @@ from batchrouter.models.quotes import Quote
 from batchrouter.models.billing import CreditLot, LedgerAccount, LedgerEntry, LedgerTransaction
 from batchrouter.models.records import EmailMessage, ErrorReport, SecurityEvent
 from batchrouter.models.system import IdempotencyRecord, OutboxMessage, PeriodicTask
+from batchrouter.models.teams import Invitation
 
 __all__ = [
     "Base", "ApiKey", "Membership", "User", "UserSession", "Workspace", "CreditLot",
     "LedgerAccount", "LedgerEntry", "LedgerTransaction", "EmailMessage", "ErrorReport",
     "SecurityEvent", "IdempotencyRecord", "OutboxMessage", "PeriodicTask", "CatalogModel",
     "CatalogVersion", "Offering", "Provider", "File", "Quote", "Batch", "Feedback", "Item",
-    "Reservation", "WorkUnit",
+    "Reservation", "WorkUnit", "Invitation",
 ]

@@ -7,12 +7,13 @@ from batchrouter import money
 
 
 def register_web(app: Flask) -> None:
-    from batchrouter.web import (auth, console, keys, operator, operator_catalog, public,
-                                 quote)
+    from batchrouter.web import (auth, batches, console, keys, operator, operator_catalog,
+                                 public, quote, team)
     from batchrouter.web.session import init_login
 
     init_login(app)
-    for module in (auth, console, keys, operator, operator_catalog, public, quote):
+    for module in (auth, batches, console, keys, operator, operator_catalog, public, quote,
+                   team):
         app.register_blueprint(module.bp)
     app.jinja_env.filters["usd"] = money.to_display
     app.jinja_env.filters["wire"] = money.to_wire

@@ -1,15 +1,17 @@
-"""Console pages: dashboard, account (profile, sessions, password, recent activity)."""
+"""Console pages: dashboard, account (profile, email, password, sessions, recent activity,
+account deletion)."""
 from __future__ import annotations
 
 import functools
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from batchrouter import accounts, apikeys, ledger, records
-from batchrouter.errors import ValidationFailed
-from batchrouter.extensions import client, db_session
+from batchrouter import accounts, apikeys, batches, ledger, profile, records
+from batchrouter.errors import DomainError, ValidationFailed
+from batchrouter.extensions import account_settings, client, db_session
 from batchrouter.models import User, Workspace
+from batchrouter.tokens import TokenExpired, TokenInvalid
 from batchrouter.web.htmx import render
 
 bp = Blueprint("console", __name__)
@@ -34,24 +36,53 @@ def dashboard():
     if not current_user.is_authenticated:
         return redirect(url_for("auth.login"))
     session = db_session()
-    workspace = session.get(Workspace, current_user.workspace_id)
-    balances = ledger.balances(session, workspace.id) if workspace else None
-    keys = apikeys.list_keys(session, workspace.id) if workspace else []
+    workspace = session.get(Workspace, current_user.workspace_id) \
+        if current_user.workspace_id else None
+    if workspace is None:  # left or was removed from every workspace
+        return render_template("console/no_workspace.html")
+    balances = ledger.balances(session, workspace.id)
+    keys = apikeys.list_keys(session, workspace.id)
+    spend = ledger.daily_spend(session, workspace.id)
     return render_template("console/dashboard.html", workspace=workspace, balances=balances,
-                           key_count=len(keys))
+                           key_count=len(keys), spend=spend, chart=spend_chart(spend),
+                           active=batches.active_batches(session, workspace.id),
+                           failures=batches.list_batches(session, workspace.id,
+                                                         status="failed", limit=5),
+                           progress=batches.progress)
+
+
+def spend_chart(spend: list[tuple[str, int]], width: int = 600, height: int = 120) -> dict:
+    """Bar geometry for a server-rendered SVG (no script, CSP-safe attributes only)."""
+    peak = max((v for _, v in spend), default=0) or 1
+    slot = width / max(len(spend), 1)
+    bars = [{"x": round(i * slot + 1, 1), "w": round(max(slot - 2, 1), 1),
+             "h": round(v * (height - 4) / peak, 1), "day": day, "value": v}
+            for i, (day, v) in enumerate(spend)]
+    for bar in bars:
+        bar["y"] = round(height - bar["h"], 1)
+    return {"bars": bars, "width": width, "height": height, "peak": peak,
+            "total": sum(v for _, v in spend)}
+
+
+def _account_context() -> dict:
+    session = db_session()
+    return {"memberships": accounts.memberships_of(session, current_user.id),
+            "sessions": accounts.sessions_of(session, current_user.id),
+            "activity": records.recent_activity(session, current_user.id),
+            "blocking": profile.blocking_workspaces(session, current_user.id),
+            "label": records.label}
+
+
+def _back_to_account(message: str, category: str = "success"):
+    flash(message, category)
+    return redirect(url_for("console.account"), code=303)
 
 
 @bp.get("/account")
 @login_required
 def account():
     """Profile, password, active sessions and recent security activity."""
-    session = db_session()
-    return render_template(
-        "console/account.html",
-        memberships=accounts.memberships_of(session, current_user.id),
-        sessions=accounts.sessions_of(session, current_user.id),
-        activity=records.recent_activity(session, current_user.id),
-        label=records.label)
+    return render_template("console/account.html", **_account_context())
 
 
 @bp.post("/account/password")
@@ -91,13 +122,77 @@ def revoke_other_sessions():
     return redirect(url_for("console.account"), code=303)
 
 
+@bp.post("/account/sessions/<session_id>/revoke")
+@login_required
+def revoke_session(session_id: str):
+    """Sign out one other session (a lost laptop, a shared computer)."""
+    session = db_session()
+    try:
+        profile.revoke_session(session, current_user.id, session_id,
+                               current_id=current_user.record.id, client=client())
+    except DomainError as exc:
+        session.rollback()
+        return _back_to_account(exc.message, "error")
+    session.commit()
+    return _back_to_account("That session is signed out.")
+
+
+@bp.post("/account/email")
+@login_required
+def change_email():
+    """Ask to change the email address: the password first, then a link to the new one."""
+    session = db_session()
+    user = session.get(User, current_user.id)
+    try:
+        new_email = profile.request_email_change(
+            session, user, request.form.get("current_password", ""),
+            request.form.get("new_email", ""), account_settings(), client())
+    except DomainError as exc:
+        session.rollback()
+        return _back_to_account(exc.message, "error")
+    session.commit()
+    return _back_to_account(f"We sent a confirmation link to {new_email}. Your address "
+                            "changes when you open it.", "info")
+
+
+@bp.get("/account/email/confirm/<token>")
+def confirm_email(token: str):
+    """Open the link sent to the new address (signed in or not)."""
+    g.no_store = True
+    session = db_session()
+    try:
+        user = profile.confirm_email_change(session, token, account_settings(), client())
+    except (TokenInvalid, TokenExpired) as exc:
+        session.rollback()
+        return render_template("auth/verify_failed.html", message=exc.message), 400
+    session.commit()
+    flash(f"Your email address is now {user.email}.", "success")
+    target = "console.account" if current_user.is_authenticated else "auth.login"
+    return redirect(url_for(target), code=303)
+
+
+@bp.post("/account/delete")
+@login_required
+def delete_account():
+    """Delete the account (password again); refused while it is a needed last owner."""
+    from batchrouter.web.session import forget_cookie
+
+    session = db_session()
+    user = session.get(User, current_user.id)
+    try:
+        profile.delete_account(session, user, request.form.get("current_password", ""),
+                               client())
+    except DomainError as exc:
+        session.rollback()
+        return _back_to_account(exc.message, "error")
+    session.commit()
+    forget_cookie()
+    flash("Your account was deleted.", "info")
+    return redirect(url_for("auth.login"), code=303)
+
+
 @bp.get("/account/activity")
 @login_required
 def activity():
     """The recent-activity region (an htmx fragment or the whole account page)."""
-    session = db_session()
-    return render("console/account.html", "console/_activity.html",
-                  memberships=accounts.memberships_of(session, current_user.id),
-                  sessions=accounts.sessions_of(session, current_user.id),
-                  activity=records.recent_activity(session, current_user.id),
-                  label=records.label)
+    return render("console/account.html", "console/_activity.html", **_account_context())

@@ -1,4 +1,4 @@
-"""Operator pages: the local email outbox and error-reference lookup."""
+"""Operator pages: the local email outbox, error-reference lookup, the operators list."""
 from __future__ import annotations
 
 import functools
@@ -7,7 +7,7 @@ from flask import Blueprint, abort, render_template, request
 from flask_login import current_user, login_required
 
 from batchrouter import email as mail
-from batchrouter import queue
+from batchrouter import queue, teams
 from batchrouter.extensions import db_session, runtime
 from batchrouter.models import ErrorReport
 
@@ -52,3 +52,11 @@ def system():
     return render_template("operator/system.html", workers=queue.live_workers(redis),
                            depths=queue.queue_depths(redis, current_app.config["BATCHROUTER_QUEUES"]),
                            pending=queue.pending_outbox(db_session()))
+
+
+@bp.get("/operators")
+@operator_required
+def operators():
+    """Who holds the site-wide operator flag (granted with `users create --operator`)."""
+    return render_template("operator/operators.html",
+                           operators=teams.list_operators(db_session()))

@@ -1,14 +1,17 @@
 """Console "New batch": paste or upload a manifest, pick controls, see preflight or the quote."""
 from __future__ import annotations
 
-from flask import Blueprint, render_template, request
+from flask import Blueprint, flash, render_template, request, url_for
 from flask_login import current_user
 
-from batchrouter import ledger, manifest, quotes, routing
+import io
+import json
+
+from batchrouter import batches, files, ledger, manifest, quotes, routing
 from batchrouter.errors import DomainError
-from batchrouter.extensions import db_session, quote_settings
+from batchrouter.extensions import db_session, quote_settings, runtime
 from batchrouter.web.console import require_scope
-from batchrouter.web.htmx import render
+from batchrouter.web.htmx import redirect_to, render
 
 bp = Blueprint("batches_new", __name__, url_prefix="/batches")
 
@@ -20,22 +23,20 @@ def _choices() -> dict:
             "privacy_tiers": routing.PRIVACY_TIERS}
 
 
-def _manifest_lines():
-    """Lines from the uploaded file, else from the textarea (JSONL, or one JSON array)."""
+def _manifest_stream():
+    """The uploaded file, else the textarea (JSONL, or one JSON array) as a byte stream."""
     upload = request.files.get("file")
     if upload is not None and upload.filename:
-        return manifest.iter_lines(upload.stream)
+        return upload.stream, upload.filename
     text = (request.form.get("manifest") or "").strip()
     if text.startswith("["):
-        import json
-
         try:
             items = json.loads(text)
         except ValueError:
             items = None
         if isinstance(items, list):
-            return manifest.encode_items(items)
-    return (line + b"\n" for line in text.encode("utf-8").split(b"\n"))
+            return io.BytesIO(b"".join(manifest.encode_items(items))), "pasted.jsonl"
+    return io.BytesIO(text.encode("utf-8")), "pasted.jsonl"
 
 
 def _controls_data() -> dict:
@@ -61,10 +62,18 @@ def quote():
     try:
         controls = quotes.parse_controls(_controls_data())
         settings = quote_settings()
-        report = quotes.preflight(_manifest_lines(), quotes.model_operations(session),
-                                  settings.limits)
+        # Stored as a file so that "Create batch" can submit exactly what was quoted.
+        stream, filename = _manifest_stream()
+        record, report = files.store_manifest(
+            session, runtime().storage, workspace_id=current_user.workspace_id, mode="live",
+            stream=stream, filename=filename, purpose="batch",
+            models=quotes.model_operations(session), limits=settings.limits)
+        session.commit()
+        report = quotes.file_report(session, runtime().storage, current_user.workspace_id,
+                                    record.id)
         result = quotes.create_quote(session, settings, workspace_id=current_user.workspace_id,
-                                     mode="live", report=report, controls=controls)
+                                     mode="live", report=report, controls=controls,
+                                     input_file_id=record.id)
     except manifest.PreflightFailed as exc:
         session.rollback()
         response = render("batches/new.html", "batches/_quote.html",
@@ -83,3 +92,22 @@ def quote():
                   quote=quotes.to_json(result, available=available), **context)
 
 
+
+
+@bp.post("/create")
+@require_scope("submit")
+def create():
+    """Create the batch from a quote made on this page (its manifest is the stored file)."""
+    session = db_session()
+    try:
+        quote = quotes.get_quote(session, current_user.workspace_id, request.form.get("quote_id"))
+        source = batches.request_lines(session, runtime().storage, current_user.workspace_id,
+                                       {}, quote)
+        batch = batches.create_batch(session, quote=quote, source=source)
+    except DomainError as exc:
+        session.rollback()
+        flash(f"The batch was not created: {exc.message}", "error")
+        return redirect_to(url_for("batches_new.new"))
+    session.commit()
+    flash(f"Batch {batch.id} created; {batch.total} items are on their way.", "success")
+    return redirect_to(url_for("batches.detail", batch_id=batch.id))

@@ -52,10 +52,15 @@ def load_user(session_id: str):
                                      absolute_ttl=cfg["BATCHROUTER_SESSION_ABSOLUTE_TTL"])
     if record is None:
         return None
-    session.commit()  # last_seen_at
     user = session.get(User, record.user_id)
     role = accounts.role_in(session, user.id, record.workspace_id) if record.workspace_id \
         else None
+    if record.workspace_id and role is None:
+        # No longer a member there (teams.py normally moves sessions on): never show it.
+        remaining = accounts.memberships_of(session, user.id)
+        record.workspace_id = remaining[0].workspace_id if remaining else None
+        role = remaining[0].role if remaining else None
+    session.commit()  # last_seen_at, workspace_id
     return ConsoleUser(user=user, record=record, role=role)
 
 
@@ -73,6 +78,11 @@ def sign_out(console_user: ConsoleUser) -> None:
     session = db_session()
     accounts.end_session(session, console_user.record.id, client())
     session.commit()
+    forget_cookie()
+
+
+def forget_cookie() -> None:
+    """Drop the login from this browser (the server-side record is already gone or ended)."""
     logout_user()
     cookie.clear()
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime, timezone
 
 from sqlalchemy import MetaData, create_engine, event
@@ -47,8 +48,12 @@ def _sqlite_pragmas(dbapi_conn, _record):
     cur.close()
 
 
-def make_engine(url: str, **kwargs) -> Engine:
-    """Create the engine for a database URL with the settings this app relies on."""
+def make_engine(url: str, begin_immediate=lambda: False, **kwargs) -> Engine:
+    """Create the engine for a database URL with the settings this app relies on.
+
+    `begin_immediate()` says whether SQLite transactions should start with the write lock: a
+    deferred transaction that reads first cannot take the write lock once another connection
+    has committed (SQLite answers "database is locked" at once instead of waiting)."""
     url = normalize_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
@@ -61,10 +66,16 @@ def make_engine(url: str, **kwargs) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(conn):
-            conn.exec_driver_sql("BEGIN")
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if begin_immediate() else "BEGIN")
 
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+# True while serving a request that is expected to write (POST, PUT, PATCH, DELETE): its
+# SQLite transactions then begin with the write lock (see make_engine). Reads keep deferred
+# transactions so that page views never queue behind the single writer.
+WRITE_INTENT: ContextVar[bool] = ContextVar("write_intent", default=False)
 
 
 class Database:
@@ -72,7 +83,10 @@ class Database:
 
     def __init__(self, url: str):
         self.url = normalize_url(url)
-        self.engine = make_engine(self.url)
+        # Set for a whole worker process (its scheduler thread too): workers always write.
+        self.writer = False
+        self.engine = make_engine(self.url,
+                                  begin_immediate=lambda: self.writer or WRITE_INTENT.get())
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
 
     @property

@@ -176,6 +176,8 @@ def _submit_native(db: Database, unit_id: str, worker: str, settings: Settings) 
     with db.session() as s:
         unit = s.get(WorkUnit, unit_id)
         unit.handle, unit.status = submission.handle, "submitted"
+        # Free the lease: whichever worker picks up the poll job may take it.
+        unit.lease_until, unit.leased_by = None, None
         moved = s.execute(update(Item).where(Item.work_unit_id == unit_id,
                                              Item.status == "pending")
                           .values(status="running")).rowcount

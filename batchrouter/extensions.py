@@ -9,7 +9,7 @@ from flask_login import LoginManager
 from flask_wtf import CSRFProtect
 
 from batchrouter import accounts, queue
-from batchrouter.db import Database
+from batchrouter.db import WRITE_INTENT, Database
 from batchrouter.storage import FilesystemStorage
 
 
@@ -45,14 +45,29 @@ def runtime() -> Runtime:
 def db_session():
     """The request's SQLAlchemy session, opened on first use and closed at teardown."""
     if "db_session" not in g:
+        g.write_intent = WRITE_INTENT.set(request.method not in ("GET", "HEAD", "OPTIONS"))
         g.db_session = runtime().db.sessionmaker()
     return g.db_session
+
+
+def commit_bookkeeping(session) -> None:
+    """Commit a best-effort write (last-seen times) made while reading; if SQLite refuses it
+    because a worker committed meanwhile, drop it rather than fail the page."""
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        session.commit()
+    except OperationalError:
+        session.rollback()
 
 
 def close_db_session(_exc=None) -> None:
     session = g.pop("db_session", None)
     if session is not None:
         session.close()
+    token = g.pop("write_intent", None)
+    if token is not None:
+        WRITE_INTENT.reset(token)
 
 
 def account_settings() -> accounts.Settings:

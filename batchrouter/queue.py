@@ -40,13 +40,27 @@ def connect(url: str) -> Redis:
     return _connections[url]
 
 
+def _job_data(func: str, args, job_id: str | None):
+    retry = RETRIES.get(func)
+    return Queue.prepare_data(func, args=tuple(args), job_id=job_id, timeout=DEFAULT_TIMEOUT,
+                              retry=Retry(max=retry[0], interval=retry[1]) if retry else None,
+                              result_ttl=300, failure_ttl=30 * 24 * 3600)
+
+
 def enqueue(redis: Redis, func: str, *args, queue: str = "default", job_id: str | None = None):
     """Enqueue `func` (a dotted name under jobs/) with its retry policy."""
-    retry = RETRIES.get(func)
-    return Queue(queue, connection=redis).enqueue_call(
-        func, args=args, job_id=job_id, timeout=DEFAULT_TIMEOUT,
-        retry=Retry(max=retry[0], interval=retry[1]) if retry else None,
-        result_ttl=300, failure_ttl=30 * 24 * 3600)
+    return enqueue_many(redis, [(func, args, queue, job_id)])[0]
+
+
+def enqueue_many(redis: Redis, jobs: list[tuple]) -> list:
+    """Enqueue (func, args, queue, job_id) tuples in one pipeline per queue."""
+    by_queue: dict[str, list] = {}
+    for func, args, name, job_id in jobs:
+        by_queue.setdefault(name, []).append(_job_data(func, args, job_id))
+    enqueued = []
+    for name, datas in by_queue.items():
+        enqueued += Queue(name, connection=redis).enqueue_many(datas)
+    return enqueued
 
 
 def add_outbox(session: Session, func: str, *args, queue: str = "default",
@@ -75,27 +89,26 @@ def drain_outbox(db: Database, redis: Redis, *, ids: list[str] | None = None, li
                  lease: int = 30) -> int:
     """Enqueue committed, due outbox rows; returns how many were enqueued.
 
-    Claim (own transaction) → enqueue → mark enqueued (own transaction). A crash after the
-    claim leaves the row for the next drain once the lease lapses, so a job may be enqueued
-    twice but never lost: jobs are idempotent.
-    """
+    Claim (one transaction) → enqueue (one pipeline) → mark enqueued (one transaction). A
+    crash after the claim leaves the rows for the next drain once the lease lapses, so a job
+    may be enqueued twice but never lost: jobs are idempotent."""
     with db.session() as session:
         stmt = select(OutboxMessage.id).where(OutboxMessage.enqueued_at.is_(None),
                                               OutboxMessage.available_at <= utcnow())
         if ids is not None:
             stmt = stmt.where(OutboxMessage.id.in_(ids))
         candidates = list(session.scalars(stmt.order_by(OutboxMessage.id).limit(limit)))
-    done = 0
-    for row_id in candidates:
-        with db.session() as session:
-            if not _claim(session, row_id, lease):
-                continue
-        with db.session() as session:
-            row = session.get(OutboxMessage, row_id)
-            job = enqueue(redis, row.func, *row.args, queue=row.queue, job_id=f"{row.id}")
-            row.enqueued_at, row.job_id = utcnow(), job.id
-        done += 1
-    return done
+        won = [row_id for row_id in candidates if _claim(session, row_id, lease)]
+        rows = session.execute(select(OutboxMessage.id, OutboxMessage.func, OutboxMessage.args,
+                                      OutboxMessage.queue)
+                               .where(OutboxMessage.id.in_(won))).all() if won else []
+    if not rows:
+        return 0
+    enqueue_many(redis, [(r.func, r.args, r.queue, r.id) for r in rows])
+    with db.session() as session:
+        session.execute(update(OutboxMessage).where(OutboxMessage.id.in_(won))
+                        .values(enqueued_at=utcnow(), job_id=OutboxMessage.id))
+    return len(rows)
 
 
 def pending_outbox(session: Session) -> int:

@@ -13,7 +13,8 @@ def settings() -> dispatch.Settings:
         retry_base_delay=cfg["BATCHROUTER_RETRY_BASE_DELAY"],
         providers=ProviderSettings(sandbox_latency_ms=cfg["BATCHROUTER_SANDBOX_LATENCY_MS"],
                                    sandbox_failure_rate=cfg["BATCHROUTER_SANDBOX_FAILURE_RATE"],
-                                   sandbox_batch_delay=cfg["BATCHROUTER_SANDBOX_BATCH_DELAY"]))
+                                   sandbox_batch_delay=cfg["BATCHROUTER_SANDBOX_BATCH_DELAY"],
+                                   sandbox_state_dir=cfg["BATCHROUTER_STORAGE_ROOT"]))
 
 
 def run_work_unit(unit_id: str) -> str:

@@ -40,6 +40,7 @@ def run_worker(app, queues: tuple[str, ...], *, burst: bool = False) -> None:
     """Run until stopped (or, with burst, until the queues are empty)."""
     runtime.install(app)
     rt = app.extensions["batchrouter"]
+    was_writer, rt.db.writer = rt.db.writer, True  # SQLite: BEGIN IMMEDIATE (db.make_engine)
     if not rt.redis_url:
         raise SystemExit("REDIS_URL is not set; the worker needs Redis.")
     with rt.db.session() as session:
@@ -57,5 +58,6 @@ def run_worker(app, queues: tuple[str, ...], *, burst: bool = False) -> None:
         with app.app_context():
             worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
     finally:
+        rt.db.writer = was_writer
         stop.set()
         rt.redis.delete(queue.HEARTBEAT_KEY + name)

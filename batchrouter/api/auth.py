@@ -11,7 +11,7 @@ from limits import parse
 
 from batchrouter import apikeys
 from batchrouter.errors import Forbidden, RateLimited, Unauthorized
-from batchrouter.extensions import db_session, limiter
+from batchrouter.extensions import commit_bookkeeping, db_session, limiter
 from batchrouter.models import ApiKey
 from batchrouter.security import bearer_token
 
@@ -43,7 +43,7 @@ def _from_key(secret: str) -> Principal:
     session = db_session()
     key = apikeys.authenticate_key(session, secret)
     role = apikeys.effective_role(session, key)
-    session.commit()  # persists last_used_at
+    commit_bookkeeping(session)  # persists last_used_at
     cfg = current_app.config
     _check_rate(cfg["BATCHROUTER_API_LIMIT_KEY"], "api-key", key.id)
     _check_rate(cfg["BATCHROUTER_API_LIMIT_WORKSPACE"], "api-workspace", key.workspace_id)

@@ -80,12 +80,15 @@ def _who() -> tuple[str | None, str | None]:
     """User and workspace of the failing request, without touching the database again."""
     from flask import g
 
-    principal = g.get("principal")
-    if principal is not None:
-        return principal.user_id, principal.workspace_id
-    user = g.get("_login_user")
-    if user is not None and getattr(user, "is_authenticated", False):
-        return user.id, user.workspace_id
+    try:
+        principal = g.get("principal")
+        if principal is not None:
+            return principal.user_id, principal.workspace_id
+        user = g.get("_login_user")
+        if user is not None and getattr(user, "is_authenticated", False):
+            return user.id, user.workspace_id
+    except Exception:  # noqa: BLE001 - the session may be what failed; the report matters more
+        pass
     return None, None
 
 

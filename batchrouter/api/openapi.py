@@ -228,6 +228,87 @@ def _team_paths() -> dict:
     }
 
 
+BATCH = {"type": "object", "required": ["id", "object", "status", "counts"],
+         "properties": {"id": {"type": "string"}, "object": {"const": "batch"},
+                        "status": {"enum": ["pending", "queued", "routing", "dispatched",
+                                            "processing", "completing", "completed", "failed",
+                                            "cancelled", "expired", "cancelling"]},
+                        "counts": {"type": "object"}, "cost_usd": {"type": "object"},
+                        "results_file_id": {"type": ["string", "null"]},
+                        "errors_file_id": {"type": ["string", "null"]}}}
+
+
+def _id(name: str = "id") -> dict:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _batch_paths() -> dict:
+    page = [{"name": "limit", "in": "query", "schema": {"type": "integer"}},
+            {"name": "status", "in": "query", "schema": {"type": "string"}}]
+    obj = {"type": "object"}
+    return {
+        "/v1/batches": {
+            "post": {"summary": "Create a batch from a quote (reserves credits)",
+                     "operationId": "createBatch",
+                     "parameters": [{"name": "Idempotency-Key", "in": "header",
+                                     "schema": {"type": "string"}}],
+                     "requestBody": {"required": True, "content": {"application/json": {
+                         "schema": {"type": "object", "required": ["quote_id"], "properties": {
+                             "quote_id": {"type": "string"},
+                             "items": {"type": "array", "items": obj},
+                             "input_file_id": {"type": "string"}, "metadata": obj,
+                             "webhook": obj}}}}},
+                     "responses": {"201": _resp("Batch", BATCH),
+                                   "402": _resp("insufficient_credits", ERROR),
+                                   **_errors(400, 401, 403, 404, 409, 422, 429)}},
+            "get": {"summary": "List batches (newest first, `after` cursor)",
+                    "operationId": "listBatches",
+                    "parameters": page + [{"name": "after", "in": "query",
+                                           "schema": {"type": "string"}}],
+                    "responses": {"200": _resp("Batches", obj), **_errors(400, 401, 403, 429)}}},
+        "/v1/batches/{id}": {"get": {
+            "summary": "Poll a batch", "operationId": "getBatch",
+            "parameters": [_id(), {"name": "include_billing_receipt", "in": "query",
+                                   "schema": {"type": "boolean"}}],
+            "responses": {"200": _resp("Batch", BATCH), **_errors(401, 403, 404, 429)}}},
+        "/v1/batches/{id}/cancel": {"post": {
+            "summary": "Cancel: deliver what finished, release the rest",
+            "operationId": "cancelBatch", "parameters": [_id()],
+            "responses": {"200": _resp("Batch", BATCH), **_errors(401, 403, 404, 409, 429)}}},
+        "/v1/batches/{id}/results": {"get": {
+            "summary": "Per-item rows, cursor paged", "operationId": "batchResults",
+            "parameters": [_id(), {"name": "cursor", "in": "query",
+                                   "schema": {"type": "string"}}] + page,
+            "responses": {"200": _resp("Rows", obj), **_errors(400, 401, 403, 404, 429)}}},
+        "/v1/batches/{id}/artifact-url": {"get": {
+            "summary": "Signed, expiring URLs of the results and errors files",
+            "operationId": "artifactUrls", "parameters": [_id()],
+            "responses": {"200": _resp("URLs", obj), **_errors(401, 403, 404, 429)}}},
+        "/v1/batches/{id}/receipt": {"get": {
+            "summary": "Route receipt: every attempt of every item (paged)",
+            "operationId": "routeReceipt",
+            "parameters": [_id(), {"name": "cursor", "in": "query", "schema": {"type": "string"}}],
+            "responses": {"200": _resp("Receipt", obj), **_errors(400, 401, 403, 404, 429)}}},
+        "/v1/batches/{id}/billing-receipt": {"get": {
+            "summary": "Quoted vs settled, subtotal, fee, lanes, saving",
+            "operationId": "billingReceipt", "parameters": [_id()],
+            "responses": {"200": _resp("Receipt", obj), **_errors(401, 403, 404, 429)}}},
+        "/v1/batches/{id}/items/{customer_item_id}/feedback": {"post": {
+            "summary": "Rate an item's result (score 1–5)", "operationId": "itemFeedback",
+            "parameters": [_id(), _id("customer_item_id")],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["score"],
+                "properties": {"score": {"type": "integer", "minimum": 1, "maximum": 5},
+                               "label": {"type": "string"}, "note": {"type": "string"}}}}}},
+            "responses": {"201": _resp("Feedback", obj), **_errors(401, 403, 404, 422, 429)}}},
+        "/v1/files/download/{token}": {"get": {
+            "summary": "Download a result file with a signed link (no key needed)",
+            "operationId": "downloadFile", "security": [{}], "parameters": [_id("token")],
+            "responses": {"200": {"description": "JSONL file"},
+                          "403": _resp("Invalid or expired link", ERROR)}}},
+    }
+
+
 def build_spec(base_url: str) -> dict:
     """The spec document; `base_url` becomes the server entry."""
     return {
@@ -277,6 +358,7 @@ def build_spec(base_url: str) -> dict:
                 "responses": {"200": _resp("Revoked", {"$ref": "#/components/schemas/ApiKey"}),
                               **_errors(401, 403, 404, 429)}}},
             **_catalog_paths(),
+            **_batch_paths(),
             **_team_paths(),
         },
     }

@@ -15,6 +15,7 @@ class ProviderSettings:
     sandbox_latency_ms: int = 0
     sandbox_failure_rate: float = 0.0
     sandbox_batch_delay: float = 2.0
+    sandbox_state_dir: str | None = None
 
 
 def get_provider(slug: str, settings: ProviderSettings):
@@ -22,5 +23,6 @@ def get_provider(slug: str, settings: ProviderSettings):
     if slug == "sandbox":
         return SandboxProvider(latency_ms=settings.sandbox_latency_ms,
                                failure_rate=settings.sandbox_failure_rate,
-                               batch_delay=settings.sandbox_batch_delay)
+                               batch_delay=settings.sandbox_batch_delay,
+                               state_dir=settings.sandbox_state_dir)
     raise LookupError(f"no adapter for provider {slug!r}")

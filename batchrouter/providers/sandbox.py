@@ -7,8 +7,12 @@ Batch-mode "provider batches" become ready `batch_delay` seconds after submissio
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 import uuid
+from pathlib import Path
+
+import msgspec
 
 from batchrouter.providers.base import ItemRequest, ItemResult, Poll, Submission, error
 
@@ -37,29 +41,34 @@ class SandboxProvider:
     slug = "sandbox"
 
     def __init__(self, *, latency_ms: int = 0, failure_rate: float = 0.0,
-                 batch_delay: float = 2.0):
+                 batch_delay: float = 2.0, state_dir: str | None = None):
         self.latency_ms = latency_ms
         self.failure_rate = failure_rate
         self.batch_delay = batch_delay
+        # Where "provider-side" batch results wait until ready (like a provider's output file).
+        self.state_dir = Path(state_dir or os.environ.get("TMPDIR", "/tmp")) / "sandbox-batches"
 
     def submit(self, model: str, mode: str, requests: list[ItemRequest]) -> Submission:
         if mode == "batch":
-            handle = {"id": f"sandbox_batch_{uuid.uuid4().hex[:16]}", "model": model,
-                      "ready_at": time.time() + self.batch_delay,
-                      "requests": [(r.item_id, r.customer_item_id, r.operation, r.body,
-                                    r.attempt) for r in requests]}
-            return Submission(handle=handle)
+            batch_id = f"sandbox_batch_{uuid.uuid4().hex[:16]}"
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            results = [self.answer(model, r) for r in requests]
+            (self.state_dir / f"{batch_id}.msgpack").write_bytes(msgspec.msgpack.encode(results))
+            return Submission(handle={"id": batch_id, "model": model, "count": len(requests),
+                                      "ready_at": time.time() + self.batch_delay})
         return Submission(results=[self.answer(model, r) for r in requests])
 
     def poll(self, handle: dict) -> Poll:
         if time.time() < handle["ready_at"]:
-            return Poll("running", progress={"total": len(handle["requests"]), "completed": 0})
-        results = [self.answer(handle["model"], ItemRequest(item_id, cid, op, "", body, attempt))
-                   for item_id, cid, op, body, attempt in handle["requests"]]
+            return Poll("running", progress={"total": handle["count"], "completed": 0})
+        path = self.state_dir / f"{handle['id']}.msgpack"
+        if not path.exists():
+            return Poll("expired")  # the provider lost it: items retry or fall back
+        results = msgspec.msgpack.decode(path.read_bytes(), type=list[ItemResult])
         return Poll("done", results=results)
 
     def cancel(self, handle: dict) -> None:
-        handle["cancelled"] = True
+        (self.state_dir / f"{handle['id']}.msgpack").unlink(missing_ok=True)
 
     def answer(self, model: str, request: ItemRequest) -> ItemResult:
         """The deterministic result of one request."""

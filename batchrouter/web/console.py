@@ -13,6 +13,7 @@ from batchrouter.extensions import account_settings, client, db_session
 from batchrouter.models import User, Workspace
 from batchrouter.tokens import TokenExpired, TokenInvalid
 from batchrouter.web.htmx import render
+from batchrouter.web.session import forget_cookie
 
 bp = Blueprint("console", __name__)
 
@@ -175,8 +176,6 @@ def confirm_email(token: str):
 @login_required
 def delete_account():
     """Delete the account (password again); refused while it is a needed last owner."""
-    from batchrouter.web.session import forget_cookie
-
     session = db_session()
     user = session.get(User, current_user.id)
     try:

@@ -7,7 +7,7 @@ from flask import current_app, session as cookie
 from flask_login import UserMixin, login_user, logout_user
 
 from batchrouter import accounts
-from batchrouter.extensions import client, db_session, login_manager
+from batchrouter.extensions import client, commit_bookkeeping, db_session, login_manager
 from batchrouter.models import User, UserSession
 
 
@@ -60,7 +60,7 @@ def load_user(session_id: str):
         remaining = accounts.memberships_of(session, user.id)
         record.workspace_id = remaining[0].workspace_id if remaining else None
         role = remaining[0].role if remaining else None
-    session.commit()  # last_seen_at, workspace_id
+    commit_bookkeeping(session)  # last_seen_at, workspace_id
     return ConsoleUser(user=user, record=record, role=role)
 
 

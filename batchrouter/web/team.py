@@ -78,8 +78,9 @@ def _after_change(message: str):
 def _refused(exc: DomainError):
     db_session().rollback()
     if is_fragment_request():
-        return _members_region(status=422 if exc.status < 500 else exc.status,
-                               error=exc.message)
+        # 422 whatever the refusal (403, 404, 409): base.html's htmx config swaps 422 in, so
+        # the message shows in the region instead of being dropped as an error.
+        return _members_region(status=422, error=exc.message)
     flash(exc.message, "error")
     return redirect(url_for("team.index"), code=303)
 
@@ -134,10 +135,10 @@ def change_role(user_id: str):
 @require_role("admin")
 def remove_member(user_id: str):
     """Remove a member from the workspace."""
-    session = db_session()
-    target = session.get(User, user_id)
     if user_id == current_user.id:
         return leave()
+    session = db_session()
+    target = session.get(User, user_id)
     try:
         teams.remove_member(session, current_user.workspace_id, user_id, actor())
     except DomainError as exc:
@@ -229,16 +230,12 @@ def create_workspace():
     except DomainError as exc:
         session.rollback()
         flash(exc.message, "error")
-        return redirect_to(request.referrer if _same_site(request.referrer)
-                           else url_for("console.dashboard"))
+        # The form is on the Team page, or on the dashboard of someone without a workspace.
+        return redirect_to(url_for("team.index" if current_user.role else "console.dashboard"))
     current_user.record.workspace_id = workspace.id
     session.commit()
     flash(f"Workspace “{workspace.name}” created.", "success")
     return redirect_to(url_for("console.dashboard"))
-
-
-def _same_site(url: str | None) -> bool:
-    return bool(url) and url.startswith(current_app.config["BASE_URL"].rstrip("/") + "/")
 
 
 # --- accepting an invitation ------------------------------------------------------------------

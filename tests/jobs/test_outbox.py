@@ -43,7 +43,7 @@ def test_crash_between_commit_and_enqueue_loses_nothing(app, db, redis, worker, 
     def crash(*args, **kwargs):
         raise ConnectionError("redis went away")
 
-    monkeypatch.setattr(queue, "enqueue", crash)
+    monkeypatch.setattr(queue, "enqueue_many", crash)
     with db.session() as s:
         queue.add_outbox(s, PROBE, "survivor")
     monkeypatch.undo()
@@ -61,7 +61,7 @@ def test_crash_between_commit_and_enqueue_loses_nothing(app, db, redis, worker, 
 
 
 def test_a_live_lease_keeps_a_second_drainer_off(app, db, redis, monkeypatch):
-    monkeypatch.setattr(queue, "enqueue", lambda *a, **k: (_ for _ in ()).throw(OSError()))
+    monkeypatch.setattr(queue, "enqueue_many", lambda *a, **k: (_ for _ in ()).throw(OSError()))
     with db.session() as s:
         queue.add_outbox(s, PROBE, "x")
     monkeypatch.undo()

@@ -236,3 +236,11 @@ def test_a_second_workspace_starts_without_starter_credits(app, db, team):
     assert 'data-testid="balance">$0.00' in dashboard
     assert "owner&#39;s workspace (owner)" in dashboard  # the switcher lists both
     assert len(events(db, "workspace_created")) == 1
+
+
+def test_a_workspace_needs_a_name(app, db, team):
+    owner = console(app)
+    response = post_form(owner, "/workspaces", {"name": "  "}, page="/team")
+    assert redirected_to(response, "/team")
+    assert "Give the workspace a name of 1–120 characters." in html(owner.get("/team"))
+    assert events(db, "workspace_created") == []

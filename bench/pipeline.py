@@ -1,0 +1,192 @@
+"""B3/B6/B7/B12: items through the sandbox lane at zero latency, quote → completed artifact,
+with two `flask worker` processes (what `make run` starts) on a private Redis and SQLite.
+
+Prints wall time, items/s, rows written, create time (reserve + insert + split) and queue
+overhead. Targets: 10,000 items end to end < 10 s; create of 100,000 items < 1 s (SQLite).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import bench_app, row, tmpdir  # noqa: E402
+
+SIZES = [int(n) for n in os.environ.get("BENCH_PIPELINE_SIZES", "10000,100000").split(",")]
+WORKERS = 2
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_redis(tmp: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port),
+                             "--save", "", "--appendonly", "no", "--dir", tmp],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    import redis
+    for _ in range(100):
+        try:
+            redis.Redis.from_url(url).ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    return proc, url
+
+
+def worker_env(app) -> dict:
+    env = dict(os.environ, DATABASE_URL=app.config["DATABASE_URL"],
+               REDIS_URL=app.config["REDIS_URL"], SECRET_KEY=app.config["SECRET_KEY"])
+    for key, value in app.config.items():
+        if key.startswith("BATCHROUTER_") and isinstance(value, (int, float, str)) \
+                and not isinstance(value, bool):
+            env[key] = str(value)
+    return env
+
+
+def manifest_bytes(n: int) -> bytes:
+    return b"".join(json.dumps({
+        "customer_item_id": f"p-{i}", "operation": "responses", "model": "sandbox-chat",
+        "input": {"messages": [{"role": "user", "content": f"Classify ticket {i}: refund?"}],
+                  "max_output_tokens": 64}}, separators=(",", ":")).encode() + b"\n"
+        for i in range(n))
+
+
+def run_size(app, workspace_id: str, n: int) -> dict:
+    import io
+
+    from sqlalchemy import func, select
+
+    from batchrouter import batches, files, quotes
+    from batchrouter.extensions import quote_settings
+    from batchrouter.models import Batch, Item, LedgerEntry, OutboxMessage, WorkUnit
+
+    rt = app.extensions["batchrouter"]
+    rt.db.writer = True  # this process writes beside the workers: BEGIN IMMEDIATE on SQLite
+    data = manifest_bytes(n)
+    with app.test_request_context():
+        settings = quote_settings()
+    start = time.perf_counter()
+    with rt.db.session() as s:
+        record, report = files.store_manifest(
+            s, rt.storage, workspace_id=workspace_id, mode="live", stream=io.BytesIO(data),
+            filename="bench.jsonl", purpose="batch", models=quotes.model_operations(s),
+            limits=settings.limits)
+    with rt.db.session() as s:
+        report = quotes.file_report(s, rt.storage, workspace_id, record.id)
+        quote = quotes.create_quote(s, settings, workspace_id=workspace_id, mode="live",
+                                    report=report, controls=quotes.parse_controls({}),
+                                    input_file_id=record.id)
+        quote_id = quote.id
+    quoted = time.perf_counter()
+    with rt.db.session() as s:
+        quote = s.get(type(quote), quote_id)
+        source = batches.request_lines(s, rt.storage, workspace_id, {}, quote)
+        t0 = time.perf_counter()
+        batch = batches.create_batch(s, quote=quote, source=source)
+        batch_id = batch.id
+        s.commit()  # the commit is part of create (the outbox fast path runs after it)
+        create_s = time.perf_counter() - t0
+    created = time.perf_counter()
+    while True:
+        with rt.db.session() as s:
+            status = s.get(Batch, batch_id).status
+        if status in ("completed", "failed", "cancelled", "expired"):
+            break
+        time.sleep(0.05)
+    done = time.perf_counter()
+    with rt.db.session() as s:
+        b = s.get(Batch, batch_id)
+        units = s.scalar(select(func.count()).select_from(WorkUnit)
+                         .where(WorkUnit.batch_id == batch_id))
+        rows = {"items": s.scalar(select(func.count()).select_from(Item)
+                                  .where(Item.batch_id == batch_id)),
+                "work_units": units,
+                "outbox": s.scalar(select(func.count()).select_from(OutboxMessage)),
+                "ledger_entries": s.scalar(select(func.count()).select_from(LedgerEntry))}
+        assert b.status == "completed" and b.succeeded == n, (b.status, b.succeeded)
+    return {"n": n, "status": status, "end_to_end": done - start, "quote": quoted - start,
+            "create": create_s, "run": done - created, "rows": rows, "units": units}
+
+
+def queue_overhead(redis_url: str) -> dict:
+    """Time jobs waited in Redis vs time they ran (RQ's own timestamps)."""
+    from redis import Redis
+    from rq import Queue
+    from rq.registry import FinishedJobRegistry
+
+    conn = Redis.from_url(redis_url)
+    registry = FinishedJobRegistry(queue=Queue("default", connection=conn))
+    waited = ran = 0.0
+    jobs = 0
+    for job in registry.get_job_ids():
+        j = Queue("default", connection=conn).fetch_job(job)
+        if j is None or not j.started_at or not j.enqueued_at or not j.ended_at:
+            continue
+        if not j.func_name.startswith("jobs.dispatch"):
+            continue
+        jobs += 1
+        waited += max(0.0, (j.started_at - j.enqueued_at).total_seconds())
+        ran += (j.ended_at - j.started_at).total_seconds()
+    conn.flushdb()
+    return {"jobs": jobs, "waited": waited, "ran": ran}
+
+
+def main() -> None:
+    tmp = tmpdir()
+    redis_proc, redis_url = start_redis(tmp)
+    app, _secret, workspace_id = bench_app(
+        tmp, REDIS_URL=redis_url, BATCHROUTER_MAX_ITEMS=1_000_000,
+        BATCHROUTER_SANDBOX_BATCH_DELAY=0.0, BATCHROUTER_POLL_INTERVAL=0.0,
+        BATCHROUTER_SCHEDULER_TICK=0.5)
+    workers = [subprocess.Popen([sys.executable, "-m", "flask", "--app", "app", "worker"],
+                                cwd=ROOT, env=worker_env(app), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL) for _ in range(WORKERS)]
+    try:
+        time.sleep(2)  # workers up
+        print(f"bench/pipeline.py — sandbox lane, zero latency, {WORKERS} workers, SQLite")
+        for n in SIZES:
+            figures = run_size(app, workspace_id, n)
+            q = queue_overhead(redis_url)
+            busy = q["ran"] / (figures["run"] * WORKERS) if figures["run"] else 0
+            target = " target < 10 s" if n == 10_000 else (" target < 150 s" if n == 100_000
+                                                           else "")
+            ok = figures["end_to_end"] < (10 if n == 10_000 else 150)
+            print(row(f"{n:,} items quote → completed artifact", f"{figures['end_to_end']:.2f} s",
+                      target, ok))
+            print(row("  items/s end to end", f"{n / figures['end_to_end']:,.0f}"))
+            print(row("  preflight + quote (stored file)", f"{figures['quote']:.2f} s"))
+            print(row("  create: reserve + insert + split + commit", f"{figures['create']:.3f} s",
+                      "target < 1 s (100k)" if n == 100_000 else "",
+                      figures["create"] < 1 if n == 100_000 else None))
+            print(row("  dispatch → finalize", f"{figures['run']:.2f} s"))
+            print(row("  rows written (items / units / outbox / ledger)",
+                      f"{figures['rows']['items']:,} / {figures['units']} / "
+                      f"{figures['rows']['outbox']} / {figures['rows']['ledger_entries']}"))
+            print(row("  queue: jobs, mean wait in Redis", f"{q['jobs']} / "
+                      f"{(q['waited'] / q['jobs'] * 1000 if q['jobs'] else 0):.0f} ms"))
+            print(row("  queue overhead (workers idle during the run)",
+                      f"{(1 - busy) * 100:.1f} %", "target < 5 %", (1 - busy) < 0.05))
+    finally:
+        for w in workers:
+            w.terminate()
+        for w in workers:
+            w.wait(10)
+        redis_proc.terminate()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -233,6 +233,37 @@ def start_session(session: Session, user: User, client: Client,
     return record
 
 
+def console_session(session: Session, session_id: str, *, idle_ttl: int,
+                    absolute_ttl: int) -> tuple[UserSession, User, str | None] | None:
+    """The live session, its user and their role in its workspace, in one query (every
+    console request runs this)."""
+    if not session_id:
+        return None
+    row = session.execute(
+        select(UserSession, User, Membership.role)
+        .join(User, User.id == UserSession.user_id)
+        .outerjoin(Membership, (Membership.user_id == UserSession.user_id)
+                   & (Membership.workspace_id == UserSession.workspace_id))
+        .where(UserSession.id == session_id)).first()
+    if row is None or _expired(row[0], idle_ttl, absolute_ttl):
+        return None
+    return row[0], row[1], row[2]
+
+
+def _expired(record: UserSession, idle_ttl: int, absolute_ttl: int) -> bool:
+    """Revoked or past its idle or absolute limit; otherwise notes that it was seen."""
+    if record.revoked_at is not None:
+        return True
+    now = utcnow()
+    if (now - record.created_at > timedelta(seconds=absolute_ttl)
+            or now - record.last_seen_at > timedelta(seconds=idle_ttl)):
+        return True
+    # Throttled so that reading pages does not write on every request.
+    if now - record.last_seen_at > timedelta(seconds=60):
+        record.last_seen_at = now
+    return False
+
+
 def active_session(session: Session, session_id: str, *, idle_ttl: int,
                    absolute_ttl: int) -> UserSession | None:
     """The session record when it is neither revoked nor past its idle or absolute limit."""

@@ -47,20 +47,19 @@ class ConsoleUser(UserMixin):
 def load_user(session_id: str):
     cfg = current_app.config
     session = db_session()
-    record = accounts.active_session(session, session_id,
+    found = accounts.console_session(session, session_id,
                                      idle_ttl=cfg["BATCHROUTER_SESSION_IDLE_TTL"],
                                      absolute_ttl=cfg["BATCHROUTER_SESSION_ABSOLUTE_TTL"])
-    if record is None:
+    if found is None:
         return None
-    user = session.get(User, record.user_id)
-    role = accounts.role_in(session, user.id, record.workspace_id) if record.workspace_id \
-        else None
+    record, user, role = found
     if record.workspace_id and role is None:
         # No longer a member there (teams.py normally moves sessions on): never show it.
         remaining = accounts.memberships_of(session, user.id)
         record.workspace_id = remaining[0].workspace_id if remaining else None
         role = remaining[0].role if remaining else None
-    commit_bookkeeping(session)  # last_seen_at, workspace_id
+    if session.dirty:
+        commit_bookkeeping(session)  # last_seen_at, workspace_id
     return ConsoleUser(user=user, record=record, role=role)
 
 

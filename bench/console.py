@@ -1,0 +1,176 @@
+"""B9: the batch page and its progress fragment for a 100,000-item batch under 16 concurrent
+clients, served the way `make run` serves (gunicorn, 2 processes × 4 threads, SQLite).
+
+Also counts SQL queries per request for a 100-item and a 100,000-item batch: they must not
+grow with the batch. Targets: page p95 < 50 ms, fragment p95 < 25 ms.
+"""
+from __future__ import annotations
+
+import http.client
+import io
+import os
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import requests  # noqa: E402
+
+from bench.common import bench_app, row, tmpdir  # noqa: E402
+from bench.pipeline import free_port, manifest_bytes  # noqa: E402
+
+CLIENTS = 16
+REQUESTS_PER_CLIENT = int(os.environ.get("BENCH_CONSOLE_REQUESTS", 40))
+
+
+def make_batch(app, workspace_id: str, n: int) -> str:
+    from batchrouter import batches, files, quotes
+    from batchrouter.extensions import quote_settings
+
+    rt = app.extensions["batchrouter"]
+    with app.test_request_context():
+        settings = quote_settings()
+    with rt.db.session() as s:
+        record, _ = files.store_manifest(
+            s, rt.storage, workspace_id=workspace_id, mode="live",
+            stream=io.BytesIO(manifest_bytes(n)), filename="b.jsonl", purpose="batch",
+            models=quotes.model_operations(s), limits=settings.limits)
+    with rt.db.session() as s:
+        quote = quotes.create_quote(s, settings, workspace_id=workspace_id, mode="live",
+                                    report=quotes.file_report(s, rt.storage, workspace_id,
+                                                              record.id),
+                                    controls=quotes.parse_controls({}), input_file_id=record.id)
+        batch = batches.create_batch(s, quote=quote, source=batches.request_lines(
+            s, rt.storage, workspace_id, {}, quote))
+        # Some progress, as a running batch would show.
+        batch.succeeded, batch.pending = n // 3, n - n // 3
+        return batch.id
+
+
+def count_queries(app, batch_id: str) -> dict:
+    """SQL statements per request, through the test client with a signed-in session."""
+    from sqlalchemy import event
+
+    engine = app.extensions["batchrouter"].db.engine
+    counter = {"n": 0}
+
+    def bump(*_args):
+        counter["n"] += 1
+
+    client = app.test_client()
+    login(client.get, client.post, lambda r: r.get_data(as_text=True))
+    event.listen(engine, "before_cursor_execute", bump)
+    out = {}
+    for name, path, headers in (("page", f"/batches/{batch_id}", {}),
+                                ("fragment", f"/batches/{batch_id}/progress",
+                                 {"HX-Request": "true"})):
+        counter["n"] = 0
+        response = client.get(path, headers=headers)
+        assert response.status_code == 200, response.status_code
+        out[name] = counter["n"]
+        out[name + "_bytes"] = len(response.data)
+    event.remove(engine, "before_cursor_execute", bump)
+    return out
+
+
+def login(get, post, text) -> None:
+    page = get("/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', text(page)).group(1)
+    response = post("/login", data={"email": "demo@batchrouter.local",
+                                    "password": "batchrouter-demo", "csrf_token": token})
+    assert response.status_code in (302, 303), response.status_code
+
+
+def load(base: str, path: str, headers: dict) -> list[float]:
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def client():
+        s = requests.Session()
+        login(lambda p: s.get(base + p, allow_redirects=False),
+              lambda p, data: s.post(base + p, data=data, allow_redirects=False),
+              lambda r: r.text)
+        # Measured requests go through a bare keep-alive connection: the load generator
+        # shares the 2 cores, and requests' own overhead would inflate the figures.
+        cookie = "; ".join(f"{c.name}={c.value}" for c in s.cookies)
+        host, port = base.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        mine = []
+        for _ in range(REQUESTS_PER_CLIENT):
+            t = time.perf_counter()
+            conn.request("GET", path, headers={**headers, "Cookie": cookie})
+            response = conn.getresponse()
+            response.read()
+            mine.append((time.perf_counter() - t) * 1000)
+            assert response.status == 200, response.status
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return latencies
+
+
+def p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=20)[-1]
+
+
+def main() -> None:
+    tmp = tmpdir()
+    app, _secret, workspace_id = bench_app(tmp)
+    small = make_batch(app, workspace_id, 100)
+    big = make_batch(app, workspace_id, 100_000)
+    queries_small, queries_big = count_queries(app, small), count_queries(app, big)
+    port = free_port()
+    env = dict(os.environ, DATABASE_URL=app.config["DATABASE_URL"], SECRET_KEY="bench",
+               BATCHROUTER_STORAGE_ROOT=f"{tmp}/storage", BATCHROUTER_RATELIMIT_STORAGE_URI=
+               "memory://", BATCHROUTER_LOGIN_LIMIT_IP="10000 per minute",
+               BATCHROUTER_LOGIN_LIMIT_ACCOUNT="10000 per minute")
+    env.pop("REDIS_URL", None)
+    server = subprocess.Popen([str(ROOT / ".venv/bin/gunicorn"), "--bind", f"127.0.0.1:{port}",
+                               "--workers", "2", "--threads", "4", "app:app"], cwd=ROOT,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                requests.get(base + "/healthz", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        load(base, f"/batches/{big}", {})  # warm up both processes
+        page = load(base, f"/batches/{big}", {})
+        fragment = load(base, f"/batches/{big}/progress", {"HX-Request": "true"})
+    finally:
+        server.terminate()
+        server.wait(10)
+    print(f"bench/console.py — 100,000-item batch, {CLIENTS} concurrent clients, "
+          "gunicorn 2×4, SQLite")
+    print(row("batch page p50 / p95", f"{statistics.median(page):.1f} / {p95(page):.1f} ms",
+              "target p95 < 50 ms", p95(page) < 50))
+    print(row("progress fragment p50 / p95",
+              f"{statistics.median(fragment):.1f} / {p95(fragment):.1f} ms",
+              "target p95 < 25 ms", p95(fragment) < 25))
+    print(row("queries per page (100 items → 100,000 items)",
+              f"{queries_small['page']} → {queries_big['page']}", "independent of size",
+              queries_small["page"] == queries_big["page"]))
+    print(row("queries per fragment (100 items → 100,000 items)",
+              f"{queries_small['fragment']} → {queries_big['fragment']}", "independent of size",
+              queries_small["fragment"] == queries_big["fragment"]))
+    print(row("page HTML / fragment HTML",
+              f"{queries_big['page_bytes'] / 1024:.1f} / "
+              f"{queries_big['fragment_bytes'] / 1024:.1f} KB"))
+
+
+if __name__ == "__main__":
+    main()

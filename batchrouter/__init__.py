@@ -50,6 +50,11 @@ def _drain_after_commit(app: Flask) -> None:
 
     @event.listens_for(runtime.db.sessionmaker, "after_commit")
     def _after_commit(session):
+        if session.in_nested_transaction():
+            # SQLAlchemy also fires after_commit when a SAVEPOINT is released (email.queue_email
+            # uses one): the outer transaction still holds its rows and the write lock, so
+            # draining now would wait on our own lock and find nothing committed.
+            return
         ids = session.info.pop("outbox_ids", None)
         if ids and runtime.redis_url:
             try:

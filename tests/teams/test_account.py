@@ -249,3 +249,22 @@ def test_one_of_two_owners_may_delete_the_account(app, db, team):
     post_form(owner, "/account/delete", {"current_password": PASSWORD}, page="/account")
     assert user_by_email(db, "owner@example.com") is None
     assert role_of(db, team.workspace_id, "admin@example.com") == "owner"
+
+
+def test_both_email_change_messages_are_handed_to_the_queue_at_commit(app, db, session):
+    """Two emails in one transaction: each queue_email releases a SAVEPOINT, and the outbox
+    fast path must wait for the real commit (it used to drain mid-transaction, block on the
+    request's own write lock for the busy timeout, and leave the first email for the sweeper)."""
+    import time
+
+    from batchrouter.models import OutboxMessage
+
+    make_user(session)
+    client = console(app)
+    token = get_csrf(client, "/account")
+    started = time.monotonic()
+    client.post("/account/email", data={"new_email": "new@example.com",
+                                        "current_password": PASSWORD, "csrf_token": token})
+    assert time.monotonic() - started < 5
+    rows = session.scalars(select(OutboxMessage)).all()
+    assert len(rows) == 2 and all(r.enqueued_at is not None for r in rows)

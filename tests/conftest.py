@@ -135,9 +135,10 @@ def app_config(database_url: str, redis_url: str, **overrides) -> dict:
 
 
 @pytest.fixture
-def app_overrides():
-    """Override to change configuration for one module or test."""
-    return {}
+def app_overrides(request):
+    """Configuration overrides: parametrize with indirect=True, or override the fixture in a
+    module for all of its tests."""
+    return dict(getattr(request, "param", {}))
 
 
 @pytest.fixture

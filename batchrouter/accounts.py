@@ -264,22 +264,6 @@ def _expired(record: UserSession, idle_ttl: int, absolute_ttl: int) -> bool:
     return False
 
 
-def active_session(session: Session, session_id: str, *, idle_ttl: int,
-                   absolute_ttl: int) -> UserSession | None:
-    """The session record when it is neither revoked nor past its idle or absolute limit."""
-    record = session.get(UserSession, session_id) if session_id else None
-    if record is None or record.revoked_at is not None:
-        return None
-    now = utcnow()
-    if (now - record.created_at > timedelta(seconds=absolute_ttl)
-            or now - record.last_seen_at > timedelta(seconds=idle_ttl)):
-        return None
-    # Throttled so that reading pages does not write on every request.
-    if now - record.last_seen_at > timedelta(seconds=60):
-        record.last_seen_at = now
-    return record
-
-
 def end_session(session: Session, session_id: str, client: Client) -> None:
     record = session.get(UserSession, session_id)
     if record is not None and record.revoked_at is None:

@@ -125,11 +125,11 @@ def test_sessions_expire_when_idle_or_too_old(session):
     user = make_user(session, "s@example.com")
     record = accounts.start_session(session, user, CLIENT)
     session.commit()
-    assert accounts.active_session(session, record.id, idle_ttl=60, absolute_ttl=60)
-    assert accounts.active_session(session, record.id, idle_ttl=-1, absolute_ttl=60) is None
-    assert accounts.active_session(session, record.id, idle_ttl=60, absolute_ttl=-1) is None
+    assert accounts.console_session(session, record.id, idle_ttl=60, absolute_ttl=60)
+    assert accounts.console_session(session, record.id, idle_ttl=-1, absolute_ttl=60) is None
+    assert accounts.console_session(session, record.id, idle_ttl=60, absolute_ttl=-1) is None
     accounts.end_session(session, record.id, CLIENT)
-    assert accounts.active_session(session, record.id, idle_ttl=60, absolute_ttl=60) is None
+    assert accounts.console_session(session, record.id, idle_ttl=60, absolute_ttl=60) is None
 
 
 def test_email_normalisation_rejects_junk():

@@ -113,7 +113,11 @@ def create_batch(session: Session, *, quote: Quote, source: ManifestLines,
     units to the queue through the outbox — all in one transaction."""
     _check_quote(quote, source)
     metadata = _clean_metadata(metadata)
-    session.commit()  # end any read snapshot: the reservation lock must come first
+    session.commit()  # end any read snapshot: the workspace lock must come first
+    # Under the lock, look again: a concurrent create of the same quote may have won.
+    ledger.lock_workspace(session, quote.workspace_id)
+    session.refresh(quote)
+    _check_quote(quote, source)
     batch_id = new_id("bat")
     if quote.mode == "live":
         ledger.reserve(session, quote.workspace_id, batch_id, quote.high_micros)

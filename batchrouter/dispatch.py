@@ -100,6 +100,9 @@ def run_unit(db: Database, unit_id: str, worker: str, settings: Settings) -> str
         if batch.status in BATCH_TERMINAL or batch.cancel_requested_at:
             _close_unit(s, unit, "cancelled")
             return "batch-stopped"
+        if _past_deadline(batch):
+            queue.add_outbox(s, FINALIZE_JOB, batch.id)  # expires what is left
+            return "deadline-passed"
         if unit.status == "submitted":
             return "already-submitted"
         _mark_started(s, batch, unit)
@@ -107,6 +110,11 @@ def run_unit(db: Database, unit_id: str, worker: str, settings: Settings) -> str
     if mode == "batch":
         return _submit_native(db, unit_id, worker, settings)
     return _run_sync(db, unit_id, worker, settings)
+
+
+def _past_deadline(batch: Batch) -> bool:
+    """The SLA deadline passed: nothing more is dispatched; finalize expires the rest."""
+    return batch.sla_deadline <= utcnow()
 
 
 def _mark_started(session: Session, batch: Batch, unit: WorkUnit) -> None:
@@ -127,8 +135,12 @@ def _run_sync(db: Database, unit_id: str, worker: str, settings: Settings) -> st
             if not renew(s, unit_id, worker, settings.lease_seconds):
                 return "lease-lost"
             unit = s.get(WorkUnit, unit_id)
-            if s.get(Batch, unit.batch_id).cancel_requested_at:
+            batch = s.get(Batch, unit.batch_id)
+            if batch.cancel_requested_at:
                 return "cancelling"
+            if _past_deadline(batch):
+                queue.add_outbox(s, FINALIZE_JOB, batch.id)
+                return "deadline-passed"
             chunk = _take_chunk(s, unit, after)
             provider_slug, model = unit.provider, unit.provider_model_id
         if not chunk:
@@ -323,6 +335,7 @@ def _after_failure(session: Session, item: Item, unit: WorkUnit, result: ItemRes
         next_lane, rest = item.ladder[0], item.ladder[1:]
         item.lane, item.ladder, item.status, item.error = next_lane, rest, "pending", err
         item.work_unit_id = _fallback_unit(session, unit, next_lane)
+        unit.item_count -= 1  # the item now counts on the fallback lane only
         return "moved"
     return _fail_item(item, err)
 

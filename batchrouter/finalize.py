@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections import Counter
 from datetime import timedelta
 
@@ -18,12 +19,17 @@ from batchrouter.models import Batch, File, Item, Quote, Reservation, WorkUnit
 from batchrouter.models.batches import BATCH_TERMINAL, ITEM_TERMINAL
 from batchrouter.storage import FilesystemStorage
 
+log = logging.getLogger(__name__)
 PAGE = 2000
 ACTIVE = ("pending", "running")
 
 
-def finalize(session: Session, storage: FilesystemStorage, batch_id: str) -> str | None:
-    """Bring a batch to its terminal status once every unit is done, or on cancel/expiry."""
+def finalize(session: Session, storage: FilesystemStorage, batch_id: str,
+             cancel_submitted=None) -> str | None:
+    """Bring a batch to its terminal status once every unit is done, or on cancel/expiry.
+
+    `cancel_submitted(unit)` cancels a unit's provider batch (the job passes the adapters);
+    it is called for every provider batch still running when the batch stops."""
     batch = session.get(Batch, batch_id)
     if batch is None or batch.status in BATCH_TERMINAL:
         return None
@@ -34,6 +40,7 @@ def finalize(session: Session, storage: FilesystemStorage, batch_id: str) -> str
             WorkUnit.status.notin_(("completed", "cancelled", "expired")))):
         return None  # a unit is still working; its completion calls finalize again
     if stopping:
+        _cancel_provider_batches(session, batch, cancel_submitted)
         _stop_remaining(session, batch, "cancelled" if batch.cancel_requested_at else "expired")
     batch.status = "completing"
     _write_artifacts(session, storage, batch)
@@ -44,6 +51,18 @@ def finalize(session: Session, storage: FilesystemStorage, batch_id: str) -> str
     if batch.status == "failed":
         batch.error_summary = _error_summary(session, batch.id)
     return batch.status
+
+
+def _cancel_provider_batches(session: Session, batch: Batch, cancel_submitted) -> None:
+    """Stop provider batches still running so the provider stops (and stops billing)."""
+    if cancel_submitted is None:
+        return
+    for unit in session.scalars(select(WorkUnit).where(WorkUnit.batch_id == batch.id,
+                                                       WorkUnit.status == "submitted")):
+        try:
+            cancel_submitted(unit)
+        except Exception:  # noqa: BLE001 - best effort: the batch still stops on our side
+            log.warning("could not cancel provider batch of unit %s", unit.id, exc_info=True)
 
 
 def _terminal_status(batch: Batch) -> str:

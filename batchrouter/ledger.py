@@ -235,12 +235,38 @@ def open_reservations(session: Session) -> list[Reservation]:
 
 
 def balances(session: Session, workspace_id: str) -> Balances:
-    """Available, reserved and spent credit of a workspace, in micro-dollars."""
+    """Available, reserved and spent credit of a workspace, in micro-dollars.
+
+    Available excludes lots past their expiry even before expire_lots() has posted their
+    expiry, so what a workspace is shown is what a batch can reserve."""
     rows = session.execute(select(LedgerAccount.kind, LedgerAccount.balance)
                            .where(LedgerAccount.workspace_id == workspace_id)).all()
     by_kind = {kind: bal for kind, bal in rows}
-    return Balances(by_kind.get("available", 0), by_kind.get("reserved", 0),
-                    by_kind.get("spent", 0))
+    expired = session.scalar(select(func.coalesce(func.sum(CreditLot.remaining), 0)).where(
+        CreditLot.workspace_id == workspace_id, CreditLot.remaining > 0,
+        CreditLot.expires_at.is_not(None), CreditLot.expires_at <= utcnow()))
+    return Balances(by_kind.get("available", 0) - int(expired or 0),
+                    by_kind.get("reserved", 0), by_kind.get("spent", 0))
+
+
+def expire_lots(session: Session) -> int:
+    """Post the expiry of every lot past its date that still holds credit (periodic job)."""
+    lots = session.scalars(select(CreditLot).where(
+        CreditLot.remaining > 0, CreditLot.expires_at.is_not(None),
+        CreditLot.expires_at <= utcnow())).all()
+    for lot in lots:
+        lock_workspace(session, lot.workspace_id)
+        session.refresh(lot)
+        if lot.remaining <= 0:
+            continue
+        txn = _new_transaction(session, "expire", f"expire:{lot.id}", lot.workspace_id,
+                               f"Expiry of {lot.kind} credit")
+        _post(session, txn, [(account(session, lot.workspace_id, "available"), -lot.remaining,
+                              lot.id),
+                             (account(session, None, GRANT_SOURCE[lot.kind]), lot.remaining,
+                              None)])
+        lot.remaining = 0
+    return len(lots)
 
 
 def verify_balances(session: Session) -> list[str]:

@@ -19,6 +19,7 @@ from batchrouter.models import PeriodicTask
 PERIODIC = {
     "outbox-sweep": ("jobs.maintenance.sweep_outbox", 60),
     "batch-sweep": ("jobs.maintenance.sweep_batches", 30),
+    "credit-expiry": ("jobs.maintenance.expire_credit", 3600),
 }
 
 

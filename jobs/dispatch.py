@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from batchrouter import dispatch, finalize, queue
-from batchrouter.providers import ProviderSettings
+from batchrouter.providers import ProviderSettings, get_provider
 from jobs import runtime
 
 
@@ -27,5 +27,10 @@ def poll_work_unit(unit_id: str) -> str:
 
 def finalize_batch(batch_id: str) -> str | None:
     rt = runtime.runtime()
+    provider_settings = settings().providers
+
+    def cancel_submitted(unit) -> None:
+        get_provider(unit.provider, provider_settings).cancel(unit.handle)
+
     with rt.db.session() as session:
-        return finalize.finalize(session, rt.storage, batch_id)
+        return finalize.finalize(session, rt.storage, batch_id, cancel_submitted)

@@ -18,3 +18,11 @@ def sweep_batches() -> dict:
     with runtime.runtime().db.session() as session:
         return finalize.sweep(session,
                               stale_after=runtime.config()["BATCHROUTER_SWEEP_STALE_AFTER"])
+
+
+def expire_credit() -> int:
+    """Post the expiry of promo/starter lots past their date."""
+    from batchrouter import ledger
+
+    with runtime.runtime().db.session() as session:
+        return ledger.expire_lots(session)

@@ -45,6 +45,8 @@ def _sqlite_pragmas(dbapi_conn, _record):
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA synchronous=NORMAL")
+    # 64 MiB page cache (default 2 MiB): bulk inserts of 100k items keep their indexes hot.
+    cur.execute("PRAGMA cache_size=-65536")
     cur.close()
 
 

@@ -144,9 +144,9 @@ def main() -> None:
     try:
         for _ in range(100):
             try:
-                requests.get(base + "/healthz", timeout=1)
+                requests.get(base + "/healthz", timeout=5)
                 break
-            except requests.ConnectionError:
+            except requests.RequestException:
                 time.sleep(0.1)
         load(base, f"/batches/{big}", {})  # warm up both processes
         page = load(base, f"/batches/{big}", {})

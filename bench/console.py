@@ -121,6 +121,34 @@ def load(base: str, path: str, headers: dict) -> list[float]:
     return latencies
 
 
+WRK_SCRIPT = """
+done = function(summary, latency, requests)
+  io.write(string.format("WRK %.3f %.3f %d %d\\n", latency:percentile(50) / 1000,
+    latency:percentile(95) / 1000, summary.requests, summary.errors.status))
+end
+"""
+
+
+def wrk_load(base: str, path: str, headers: dict, tmp: str) -> dict | None:
+    """16 connections from wrk (C, light on the shared cores); None when wrk is missing."""
+    import shutil
+
+    if not shutil.which("wrk"):
+        return None
+    s = requests.Session()
+    login(lambda p: s.get(base + p, allow_redirects=False),
+          lambda p, data: s.post(base + p, data=data, allow_redirects=False), lambda r: r.text)
+    cookie = "; ".join(f"{c.name}={c.value}" for c in s.cookies)
+    script = Path(tmp) / "report.lua"
+    script.write_text(WRK_SCRIPT)
+    args = ["wrk", "-t2", f"-c{CLIENTS}", "-d8s", "-s", str(script), "-H", f"Cookie: {cookie}"]
+    for name, value in headers.items():
+        args += ["-H", f"{name}: {value}"]
+    out = subprocess.run(args + [base + path], capture_output=True, text=True, check=True).stdout
+    _tag, p50, p95, count, errors = out.strip().splitlines()[-1].split()
+    return {"p50": float(p50), "p95": float(p95), "requests": int(count), "errors": int(errors)}
+
+
 def p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20)[-1]
 
@@ -151,16 +179,26 @@ def main() -> None:
         load(base, f"/batches/{big}", {})  # warm up both processes
         page = load(base, f"/batches/{big}", {})
         fragment = load(base, f"/batches/{big}/progress", {"HX-Request": "true"})
+        wrk_page = wrk_load(base, f"/batches/{big}", {}, tmp)
+        wrk_fragment = wrk_load(base, f"/batches/{big}/progress", {"HX-Request": "true"}, tmp)
     finally:
         server.terminate()
         server.wait(10)
     print(f"bench/console.py — 100,000-item batch, {CLIENTS} concurrent clients, "
           "gunicorn 2×4, SQLite")
-    print(row("batch page p50 / p95", f"{statistics.median(page):.1f} / {p95(page):.1f} ms",
+    print(row("batch page p50 / p95 (Python clients)",
+              f"{statistics.median(page):.1f} / {p95(page):.1f} ms",
               "target p95 < 50 ms", p95(page) < 50))
-    print(row("progress fragment p50 / p95",
+    print(row("progress fragment p50 / p95 (Python clients)",
               f"{statistics.median(fragment):.1f} / {p95(fragment):.1f} ms",
               "target p95 < 25 ms", p95(fragment) < 25))
+    for name, result, target in (("batch page", wrk_page, 50),
+                                 ("progress fragment", wrk_fragment, 25)):
+        if result is not None:
+            print(row(f"{name} p50 / p95 (wrk, {result['requests']:,} requests, "
+                      f"{result['errors']} errors)",
+                      f"{result['p50']:.1f} / {result['p95']:.1f} ms",
+                      f"target p95 < {target} ms", result["p95"] < target and not result["errors"]))
     print(row("queries per page (100 items → 100,000 items)",
               f"{queries_small['page']} → {queries_big['page']}", "independent of size",
               queries_small["page"] == queries_big["page"]))

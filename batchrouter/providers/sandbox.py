@@ -7,7 +7,7 @@ Batch-mode "provider batches" become ready `batch_delay` seconds after submissio
 from __future__ import annotations
 
 import hashlib
-import os
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -46,7 +46,7 @@ class SandboxProvider:
         self.failure_rate = failure_rate
         self.batch_delay = batch_delay
         # Where "provider-side" batch results wait until ready (like a provider's output file).
-        self.state_dir = Path(state_dir or os.environ.get("TMPDIR", "/tmp")) / "sandbox-batches"
+        self.state_dir = Path(state_dir or tempfile.gettempdir()) / "sandbox-batches"
 
     def submit(self, model: str, mode: str, requests: list[ItemRequest]) -> Submission:
         if mode == "batch":

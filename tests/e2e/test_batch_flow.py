@@ -28,7 +28,6 @@ def running_worker(live_server):
     worker = WorkerProcess(subprocess_env(live_server.app)).start()
     yield worker
     worker.kill(15)
-    open("/tmp/worker_out.log", "w").write(worker.output())
 
 
 def test_quote_create_watch_download(live_server, running_worker, page: Page):

@@ -11,7 +11,7 @@ from operator import itemgetter
 from datetime import timedelta
 from typing import Iterable
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 import msgspec
@@ -293,10 +293,6 @@ def files_of(session: Session, batch: Batch) -> dict[str, File]:
     ids = [i for i in (batch.results_file_id, batch.errors_file_id) if i]
     return {f.id: f for f in session.scalars(select(File).where(File.id.in_(ids)))} if ids else {}
 
-
-def touch(session: Session, batch_id: str, **changes) -> None:
-    session.execute(update(Batch).where(Batch.id == batch_id).values(updated_at=utcnow(),
-                                                                       **changes))
 
 
 def result_rows(session: Session, batch_id: str, *, status: str | None, after: int,

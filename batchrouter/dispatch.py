@@ -167,12 +167,16 @@ def _take_chunk(session: Session, unit: WorkUnit, after: int) -> list[tuple]:
                            .order_by(Item.seq).limit(CHUNK)).all()
     pending = [r.id for r in rows if r.status == "pending"]
     if pending:
-        moved = session.execute(update(Item).where(Item.id.in_(pending),
-                                                   Item.status == "pending")
-                                .values(status="running")).rowcount
-        session.execute(update(Batch).where(Batch.id == unit.batch_id)
-                        .values(pending=Batch.pending - moved, running=Batch.running + moved))
+        _start_items(session, unit.batch_id, Item.id.in_(pending))
     return [(r.seq, r.id, r.line, r.attempts) for r in rows]
+
+
+def _start_items(session: Session, batch_id: str, which) -> None:
+    """Pending items matching `which` become running; the batch counters move with them."""
+    moved = session.execute(update(Item).where(which, Item.status == "pending")
+                            .values(status="running")).rowcount
+    session.execute(update(Batch).where(Batch.id == batch_id)
+                    .values(pending=Batch.pending - moved, running=Batch.running + moved))
 
 
 def _submit_native(db: Database, unit_id: str, worker: str, settings: Settings) -> str:
@@ -190,11 +194,7 @@ def _submit_native(db: Database, unit_id: str, worker: str, settings: Settings) 
         unit.handle, unit.status = submission.handle, "submitted"
         # Free the lease: whichever worker picks up the poll job may take it.
         unit.lease_until, unit.leased_by = None, None
-        moved = s.execute(update(Item).where(Item.work_unit_id == unit_id,
-                                             Item.status == "pending")
-                          .values(status="running")).rowcount
-        s.execute(update(Batch).where(Batch.id == unit.batch_id)
-                  .values(pending=Batch.pending - moved, running=Batch.running + moved))
+        _start_items(s, unit.batch_id, Item.work_unit_id == unit_id)
         queue.add_outbox(s, POLL_JOB, unit_id, delay=settings.poll_interval)
     return "submitted"
 

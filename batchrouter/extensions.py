@@ -80,7 +80,7 @@ def account_settings() -> accounts.Settings:
 
 def quote_settings():
     """Quote settings from config: provider credentials, fee, manifest limits, lock TTL."""
-    from batchrouter import manifest, quotes
+    from batchrouter import quotes
 
     cfg = current_app.config
     return quotes.Settings(

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 from typing import BinaryIO
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from batchrouter import manifest
-from batchrouter.db import iso, utcnow
+from batchrouter.db import iso
 from batchrouter.errors import NotFound, ValidationFailed
 from batchrouter.ids import new_id
 from batchrouter.models import File
@@ -82,22 +81,6 @@ def get_file(session: Session, workspace_id: str, file_id: str) -> File:
     record = session.get(File, file_id) if isinstance(file_id, str) else None
     if record is None or record.workspace_id != workspace_id or record.deleted_at is not None:
         raise NotFound(f"No file {str(file_id)[:60]!r} in this workspace.", code="file_not_found")
-    return record
-
-
-def list_files(session: Session, workspace_id: str, *, limit: int = 100, after: str | None = None):
-    stmt = select(File).where(File.workspace_id == workspace_id, File.deleted_at.is_(None))
-    if after:
-        stmt = stmt.where(File.id < after)
-    return list(session.scalars(stmt.order_by(File.id.desc()).limit(limit)))
-
-
-def delete_file(session: Session, storage: FilesystemStorage, workspace_id: str,
-                file_id: str) -> File:
-    record = get_file(session, workspace_id, file_id)
-    record.deleted_at = utcnow()
-    storage.delete(record.storage_key)
-    storage.delete(summaries_key(record.storage_key))
     return record
 
 

@@ -127,8 +127,7 @@ def reserve(session: Session, workspace_id: str, batch_id: str, amount: int) -> 
     Serialized per workspace: the lock is the first statement of the transaction, so on
     SQLite it takes the write lock before anything is read."""
     lock_workspace(session, workspace_id)
-    existing = session.scalars(select(Reservation)
-                               .where(Reservation.batch_id == batch_id)).first()
+    existing = _reservation(session, batch_id)
     if existing is not None:
         return existing
     lots = spendable_lots(session, workspace_id)
@@ -174,6 +173,27 @@ def _take(allocations: dict, amount: int) -> list[tuple[str, int]]:
     return parts
 
 
+def _reservation(session: Session, batch_id: str) -> Reservation | None:
+    return session.scalars(select(Reservation)
+                           .where(Reservation.batch_id == batch_id)).first()
+
+
+def _held(reservation: Reservation) -> int:
+    return reservation.amount - reservation.settled - reservation.released
+
+
+def _move_held(session: Session, txn: LedgerTransaction, reservation: Reservation,
+               amount: int, to: LedgerAccount) -> list[tuple[str, int]]:
+    """Post `amount` from the reservation's lots (in their order) to account `to`."""
+    allocations = dict(reservation.allocations)
+    reserved = account(session, reservation.workspace_id, "reserved")
+    parts = _take(allocations, amount)
+    _post(session, txn, [line for lot_id, take in parts
+                         for line in ((reserved, -take, lot_id), (to, take, lot_id))])
+    reservation.allocations = allocations
+    return parts
+
+
 def settle(session: Session, workspace_id: str, batch_id: str, unit_id: str,
            amount: int) -> LedgerTransaction | None:
     """Move what a work unit actually cost from reserved to spent, once per unit.
@@ -184,20 +204,11 @@ def settle(session: Session, workspace_id: str, batch_id: str, unit_id: str,
     existing = find_transaction(session, key)
     if existing is not None:
         return existing
-    reservation = session.scalars(select(Reservation)
-                                  .where(Reservation.batch_id == batch_id)).one()
-    held = reservation.amount - reservation.settled - reservation.released
-    amount = min(amount, held)
+    reservation = _reservation(session, batch_id)
+    amount = min(amount, _held(reservation))
     txn = _new_transaction(session, "settle", key, workspace_id,
                            f"Usage of work unit {unit_id}")
-    allocations = dict(reservation.allocations)
-    reserved, spent = account(session, workspace_id, "reserved"), \
-        account(session, workspace_id, "spent")
-    lines = []
-    for lot_id, take in _take(allocations, amount):
-        lines += [(reserved, -take, lot_id), (spent, take, lot_id)]
-    _post(session, txn, lines)
-    reservation.allocations = allocations
+    _move_held(session, txn, reservation, amount, account(session, workspace_id, "spent"))
     reservation.settled += amount
     return txn
 
@@ -209,22 +220,16 @@ def release(session: Session, workspace_id: str, batch_id: str) -> LedgerTransac
     existing = find_transaction(session, key)
     if existing is not None:
         return existing
-    reservation = session.scalars(select(Reservation)
-                                  .where(Reservation.batch_id == batch_id)).first()
+    reservation = _reservation(session, batch_id)
     if reservation is None:
         return None
-    held = reservation.amount - reservation.settled - reservation.released
+    held = _held(reservation)
     txn = _new_transaction(session, "release", key, workspace_id,
                            f"Release of batch {batch_id}")
-    allocations = dict(reservation.allocations)
-    available, reserved = account(session, workspace_id, "available"), \
-        account(session, workspace_id, "reserved")
-    lines = []
-    for lot_id, take in _take(allocations, held):
+    parts = _move_held(session, txn, reservation, held,
+                       account(session, workspace_id, "available"))
+    for lot_id, take in parts:  # the credit is spendable again from the lots it came from
         session.get(CreditLot, lot_id).remaining += take
-        lines += [(reserved, -take, lot_id), (available, take, lot_id)]
-    _post(session, txn, lines)
-    reservation.allocations = allocations
     reservation.released += held
     reservation.closed_at = utcnow()
     return txn

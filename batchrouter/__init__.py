@@ -83,6 +83,7 @@ def create_app(config: dict | None = None) -> Flask:
     from batchrouter.web import register_web
 
     logs.configure(app.config["LOG_FORMAT"])
+    logs.init_app(app)
     app.extensions["batchrouter"] = extensions.Runtime(app.config)
     _drain_after_commit(app)
     app.teardown_appcontext(extensions.close_db_session)

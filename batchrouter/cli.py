@@ -111,6 +111,20 @@ def worker(burst: bool, queues: str | None):
     run_worker(current_app._get_current_object(), names, burst=burst)
 
 
+@click.command("metrics")
+@with_appcontext
+@click.option("--bind", default=None, help="host:port (default BATCHROUTER_METRICS_BIND).")
+def metrics_serve(bind: str | None):
+    """Serve /metrics without a token on an internal address (all processes of this machine)."""
+    from batchrouter import metrics
+    from batchrouter.api.metrics import state_collector
+
+    bind = bind or current_app.config["BATCHROUTER_METRICS_BIND"]
+    if not bind:
+        _fail("give --bind host:port or set BATCHROUTER_METRICS_BIND")
+    metrics.serve(bind, state_collector(current_app._get_current_object()))
+
+
 @users_cli.command("create")
 @click.option("--email", required=True)
 @click.option("--password", required=True)
@@ -175,5 +189,6 @@ def catalog_export():
 
 
 def register_cli(app: Flask) -> None:
-    for command in (db_cli, users_cli, keys_cli, catalog_cli, credits_cli, seed, worker):
+    for command in (db_cli, users_cli, keys_cli, catalog_cli, credits_cli, seed, worker,
+                    metrics_serve):
         app.cli.add_command(command)

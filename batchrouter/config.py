@@ -104,6 +104,10 @@ class Defaults:
     BATCHROUTER_ARTIFACT_URL_TTL = 900
     # How many reverse proxies in front of the app set X-Forwarded-* (0 = trust none).
     BATCHROUTER_TRUSTED_PROXIES = 0
+    # /metrics: a bearer token for scrapers (unset: only signed-in operators may read it), and
+    # an internal host:port where gunicorn's master serves metrics without a token.
+    BATCHROUTER_METRICS_TOKEN = None
+    BATCHROUTER_METRICS_BIND = None
 
 
 ENV_KEYS = [k for k in vars(Defaults) if k.isupper()]

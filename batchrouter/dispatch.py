@@ -16,7 +16,7 @@ from datetime import timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from batchrouter import ledger, money, pricing, queue
+from batchrouter import ledger, metrics, money, pricing, queue
 from batchrouter.batches import DISPATCH_JOB, FINALIZE_JOB
 from batchrouter.db import Database, utcnow
 from batchrouter.ids import new_id
@@ -142,14 +142,16 @@ def _run_sync(db: Database, unit_id: str, worker: str, settings: Settings) -> st
                 queue.add_outbox(s, FINALIZE_JOB, batch.id)
                 return "deadline-passed"
             chunk = _take_chunk(s, unit, after)
-            provider_slug, model = unit.provider, unit.provider_model_id
+            provider_slug, model, lane = unit.provider, unit.provider_model_id, unit.lane
         if not chunk:
             break
         after = chunk[-1][0]
         provider = get_provider(provider_slug, settings.providers)
         requests = [build_request(item_id, line, attempts + 1)
                     for _seq, item_id, line, attempts in chunk]
-        submission = provider.submit(model, "sync", requests)
+        with metrics.timed_provider_call(lane, count_success=False):
+            submission = provider.submit(model, "sync", requests)
+        metrics.provider_results(lane, submission.results)
         with db.session() as s:
             if not renew(s, unit_id, worker, settings.lease_seconds):
                 return "lease-lost"
@@ -185,10 +187,11 @@ def _submit_native(db: Database, unit_id: str, worker: str, settings: Settings) 
         unit = s.get(WorkUnit, unit_id)
         items = s.execute(select(Item.id, Item.line, Item.attempts).where(
             Item.work_unit_id == unit_id, Item.status.in_(ACTIVE)).order_by(Item.seq)).all()
-        provider_slug, model = unit.provider, unit.provider_model_id
+        provider_slug, model, lane = unit.provider, unit.provider_model_id, unit.lane
     provider = get_provider(provider_slug, settings.providers)
-    submission = provider.submit(model, "batch", [build_request(i, line, attempts + 1)
-                                                  for i, line, attempts in items])
+    with metrics.timed_provider_call(lane):
+        submission = provider.submit(model, "batch", [build_request(i, line, attempts + 1)
+                                                      for i, line, attempts in items])
     with db.session() as s:
         unit = s.get(WorkUnit, unit_id)
         unit.handle, unit.status = submission.handle, "submitted"
@@ -207,7 +210,7 @@ def poll_unit(db: Database, unit_id: str, worker: str, settings: Settings) -> st
             return "not-submitted"
         if not claim(s, unit_id, worker, settings.lease_seconds):
             return "not-claimed"
-        handle, slug = unit.handle, unit.provider
+        handle, slug, lane = unit.handle, unit.provider, unit.lane
         stopping = s.get(Batch, unit.batch_id).cancel_requested_at is not None
     provider = get_provider(slug, settings.providers)
     if stopping:
@@ -215,7 +218,8 @@ def poll_unit(db: Database, unit_id: str, worker: str, settings: Settings) -> st
         with db.session() as s:
             _close_unit(s, s.get(WorkUnit, unit_id), "cancelled")
         return "cancelled"
-    result = provider.poll(handle)
+    with metrics.timed_provider_call(lane):
+        result = provider.poll(handle)
     with db.session() as s:
         if result.status == "running":
             s.execute(update(WorkUnit).where(WorkUnit.id == unit_id)

@@ -132,5 +132,21 @@ def live_workers(redis: Redis) -> list[str]:
                   for k in redis.scan_iter(HEARTBEAT_KEY + "*"))
 
 
-def queue_depths(redis: Redis, names) -> dict[str, int]:
-    return {name: Queue(name, connection=redis).count for name in names}
+def worker_heartbeats(redis: Redis) -> dict[str, float]:
+    """Live workers and the seconds since each one's last heartbeat."""
+    names = live_workers(redis)
+    stamps = redis.mget([HEARTBEAT_KEY + n for n in names]) if names else []
+    now = time.time()
+    return {n: max(0.0, now - float(s)) for n, s in zip(names, stamps) if s is not None}
+
+
+def queue_states(redis: Redis, names) -> dict[str, dict[str, int]]:
+    """Per queue: jobs waiting, running, scheduled (retries, delays), deferred and failed."""
+    states = {}
+    for name in names:
+        q = Queue(name, connection=redis)
+        states[name] = {"queued": q.count, "started": q.started_job_registry.count,
+                        "scheduled": q.scheduled_job_registry.count,
+                        "deferred": q.deferred_job_registry.count,
+                        "failed": q.failed_job_registry.count}
+    return states

@@ -1,9 +1,23 @@
 """Dispatch, poll and finalize jobs: take ids, call one domain function (DESIGN §1)."""
 from __future__ import annotations
 
-from batchrouter import dispatch, finalize, queue
+from sqlalchemy import select
+
+from batchrouter import dispatch, finalize, logs, queue
+from batchrouter.models import Batch, WorkUnit
 from batchrouter.providers import ProviderSettings, get_provider
 from jobs import runtime
+
+
+def _log_context(unit_id: str | None = None, batch_id: str | None = None) -> None:
+    """Tag this job's log lines with its batch and workspace."""
+    with runtime.runtime().db.session() as s:
+        stmt = select(Batch.id, Batch.workspace_id)
+        stmt = stmt.join(WorkUnit, WorkUnit.batch_id == Batch.id).where(WorkUnit.id == unit_id) \
+            if unit_id else stmt.where(Batch.id == batch_id)
+        row = s.execute(stmt).first()
+    if row is not None:
+        logs.bind(batch_id=row.id, workspace_id=row.workspace_id)
 
 
 def settings() -> dispatch.Settings:
@@ -18,14 +32,17 @@ def settings() -> dispatch.Settings:
 
 
 def run_work_unit(unit_id: str) -> str:
+    _log_context(unit_id=unit_id)
     return dispatch.run_unit(runtime.runtime().db, unit_id, queue.worker_name(), settings())
 
 
 def poll_work_unit(unit_id: str) -> str:
+    _log_context(unit_id=unit_id)
     return dispatch.poll_unit(runtime.runtime().db, unit_id, queue.worker_name(), settings())
 
 
 def finalize_batch(batch_id: str) -> str | None:
+    _log_context(batch_id=batch_id)
     rt = runtime.runtime()
     provider_settings = settings().providers
 

@@ -7,13 +7,28 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from rq import SimpleWorker
 
-from batchrouter import queue, scheduler
+from batchrouter import logs, metrics, queue, scheduler
 from jobs import runtime
 
 log = logging.getLogger(__name__)
+
+
+class Worker(SimpleWorker):
+    """SimpleWorker that logs with the job's id and counts each job's outcome per queue."""
+
+    def perform_job(self, job, queue, execution) -> bool:
+        started = time.perf_counter()
+        with logs.bound(job_id=job.id):
+            ok = super().perform_job(job, queue, execution)
+        # A failed job RQ will try again is back to scheduled/queued: count it as a retry.
+        outcome = "succeeded" if ok else (
+            "retried" if job.get_status(refresh=False) in ("scheduled", "queued") else "failed")
+        metrics.job_outcome(queue.name, outcome, time.perf_counter() - started)
+        return ok
 
 
 def tick(app, name: str) -> None:
@@ -53,7 +68,7 @@ def run_worker(app, queues: tuple[str, ...], *, burst: bool = False) -> None:
         tick(app, name)
     else:
         ticker.start()
-    worker = SimpleWorker(list(queues), connection=rt.redis, name=name)
+    worker = Worker(list(queues), connection=rt.redis, name=name)
     try:
         with app.app_context():
             worker.work(burst=burst, with_scheduler=True, logging_level="INFO")

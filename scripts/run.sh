@@ -40,14 +40,17 @@ if [ -z "${REDIS_URL:-}" ]; then
   fi
 fi
 
+# Every process of this machine (web and workers) writes its metrics here; /metrics sums them.
+export PROMETHEUS_MULTIPROC_DIR="$PWD/instance/prometheus"
+rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+
 $BIN/flask --app app db upgrade
 login=$($BIN/flask --app app seed)
 for n in 1 2; do
   $BIN/flask --app app worker &
   pids+=($!)
 done
-$BIN/gunicorn --bind "$HOST:$PORT" --workers 2 --threads 4 --access-logfile - \
-  --error-logfile - "app:app" &
+$BIN/gunicorn -c scripts/gunicorn_conf.py "app:app" &
 pids+=($!)
 sleep 1
 cat <<MSG

@@ -7,7 +7,7 @@ from batchrouter.api.errors import register_error_handlers
 
 
 def register_api(app: Flask) -> None:
-    from batchrouter.api import batches, catalog, health, team, v1
+    from batchrouter.api import batches, catalog, health, metrics, team, v1
     from batchrouter.api.openapi import build_spec
 
     register_error_handlers(app)
@@ -16,6 +16,7 @@ def register_api(app: Flask) -> None:
     app.register_blueprint(team.bp)
     app.register_blueprint(batches.bp)
     app.register_blueprint(health.bp)
+    metrics.init_app(app)
 
     @app.get("/openapi.json")
     def openapi():

@@ -45,12 +45,12 @@ def errors():
 @bp.get("/system")
 @operator_required
 def system():
-    """Workers, queues and the outbox backlog."""
+    """Workers with their last heartbeat, queue depths by state and the outbox backlog."""
     redis = runtime().redis
     from flask import current_app
 
-    return render_template("operator/system.html", workers=queue.live_workers(redis),
-                           depths=queue.queue_depths(redis, current_app.config["BATCHROUTER_QUEUES"]),
+    return render_template("operator/system.html", workers=queue.worker_heartbeats(redis),
+                           queues=queue.queue_states(redis, current_app.config["BATCHROUTER_QUEUES"]),
                            pending=queue.pending_outbox(db_session()))
 
 

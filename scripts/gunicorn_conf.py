@@ -1,0 +1,22 @@
+"""gunicorn settings shared by `make run` and `make serve` (passed with -c)."""
+import os
+
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+threads = int(os.environ.get("WEB_THREADS", "4"))
+# BatchRouter writes one access line per request itself (batchrouter.access, with request id
+# and workspace); gunicorn's own access log would duplicate it.
+accesslog = None
+errorlog = "-"
+# Behind a reverse proxy, the proxy terminates slow clients; keep-alive to it stays short.
+keepalive = 5
+graceful_timeout = 30
+timeout = 120  # manifest uploads can be large
+
+
+def child_exit(server, worker):
+    """Drop a dead web process's live gauges from the shared metrics directory."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

@@ -29,8 +29,13 @@ def bound(**fields):
 
 
 def bind(**fields) -> None:
-    """Add fields for the rest of the current `bound` block (e.g. once a job knows its batch)."""
-    _context.set({**(_context.get() or {}), **{k: v for k, v in fields.items() if v}})
+    """Add fields for the rest of the current `bound` block (e.g. once a job knows its batch).
+
+    Outside any block (a job function called directly) it does nothing: a field set there
+    would stay on every later line of the thread."""
+    current = _context.get()
+    if current is not None:
+        _context.set({**current, **{k: v for k, v in fields.items() if v}})
 
 
 def _request_fields() -> dict:

@@ -74,6 +74,8 @@ def test_bound_context_nests_and_resets():
         logs.bind(batch_id="b1")
         assert logs.current_fields() == {"job_id": "j1", "batch_id": "b1"}
     assert logs.current_fields() == {}
+    logs.bind(batch_id="outside")  # no block: ignored, nothing leaks into later lines
+    assert logs.current_fields() == {}
 
 
 def test_error_page_shows_reference_and_request_id(app, client):

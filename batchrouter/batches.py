@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from operator import itemgetter
 from datetime import timedelta
 from typing import Iterable
 
@@ -152,31 +151,27 @@ def _write_units_and_items(session: Session, batch: Batch, quote: Quote,
     by_lane: dict[int, list[int]] = {}
     for position, choice in enumerate(choices):
         by_lane.setdefault(choice[0], []).append(position)
-    unit_rows, item_rows = [], []
-    ids = sorted(new_ids("itm", len(choices)))  # ascending with the manifest position
-    ladders: dict = {}  # most items of a lane share a ladder: encode each one once
-    batch_id, item_ids = batch.id, source.customer_ids
+    unit_rows, unit_of = [], [""] * len(choices)
     for lane_index, positions in by_lane.items():
         lane = lanes[lane_index]
         size = plan.get(lane["lane"], routing.SYNC_UNIT)
         for start in range(0, len(positions), size):
             chunk = positions[start:start + size]
             unit_id = new_id("wu")
-            unit_rows.append(_unit_row(unit_id, batch_id, lane, len(chunk)))
+            unit_rows.append(_unit_row(unit_id, batch.id, lane, len(chunk)))
             for p in chunk:
-                quoted, low, expected, high, _sub, _fee, ladder = choices[p]
-                key = tuple(ladder)
-                encoded = ladders.get(key)
-                if encoded is None:
-                    encoded = ladders[key] = _JSON.encode(ladder).decode()
-                item_rows.append((ids[p], batch_id, unit_id, p, item_ids[p], "pending",
-                                  source.lines[p], quoted, quoted, encoded, low,
-                                  expected, high, 0, "[]", 0, 0, 0, 0, 0))
+                unit_of[p] = unit_id
     session.execute(insert(WorkUnit), unit_rows)
-    # In manifest order, which is also id order: every index then grows at its end, and
-    # B-tree appends are several times cheaper than inserts in random places.
-    item_rows.sort(key=itemgetter(3))
-    bulk.insert_rows(session, Item.__table__, ITEM_COLUMNS, item_rows)
+    # Rows in manifest order with ascending ids: every index then grows at its end, and B-tree
+    # appends are several times cheaper than inserts in random places. Most items of a lane
+    # share a ladder: each distinct one is encoded once.
+    ladders = {ladder: _JSON.encode(ladder).decode() for ladder in {c[6] for c in choices}}
+    rows = [(item_id, unit_id, p, customer_id, line, c[0], c[0], ladders[c[6]], c[1], c[2], c[3])
+            for p, (item_id, unit_id, customer_id, line, c) in enumerate(zip(
+                sorted(new_ids("itm", len(choices))), unit_of, source.customer_ids,
+                source.lines, choices))]
+    bulk.insert_rows(session, Item.__table__, ITEM_COLUMNS, rows,
+                     constants={"batch_id": batch.id, **ITEM_DEFAULTS})
     return [row["id"] for row in unit_rows]
 
 
@@ -189,10 +184,12 @@ def _unit_row(unit_id: str, batch_id: str, lane: dict, count: int) -> dict:
             "settled": False, "created_at": now, "updated_at": now}
 
 
-ITEM_COLUMNS = ["id", "batch_id", "work_unit_id", "seq", "customer_item_id", "status", "line",
-                "quoted_lane", "lane", "ladder", "low_micros", "expected_micros",
-                "high_micros", "attempts", "attempt_log", "input_tokens", "output_tokens",
-                "charged_micros", "charged_subtotal_micros", "provider_cost_micros"]
+ITEM_COLUMNS = ["id", "work_unit_id", "seq", "customer_item_id", "line", "quoted_lane", "lane",
+                "ladder", "low_micros", "expected_micros", "high_micros"]
+# The same in every new item: written by the statement, not bound per row.
+ITEM_DEFAULTS = {"status": "pending", "attempts": 0, "attempt_log": "[]", "input_tokens": 0,
+                 "output_tokens": 0, "charged_micros": 0, "charged_subtotal_micros": 0,
+                 "provider_cost_micros": 0}
 
 
 def _enqueue_units(session: Session, unit_ids: Iterable[str]) -> None:

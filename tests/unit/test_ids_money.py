@@ -14,6 +14,21 @@ def test_ids_are_prefixed_sortable_and_unique():
     assert len({ids.new_id("itm") for _ in range(2000)}) == 2000
 
 
+def test_bulk_ids_are_base32_time_prefixed_and_distinct():
+    before = ids.new_id("itm")
+    time.sleep(0.002)
+    bulk = ids.new_ids("itm", 50_000)
+    time.sleep(0.002)
+    after = ids.new_id("itm")
+    assert len(set(bulk)) == 50_000
+    assert all(ids.has_prefix(i, "itm") and set(i[4:]) <= set(ids._ALPHABET) for i in bulk)
+    # One millisecond prefix for the whole run, ordered against ids made before and after.
+    assert len({i[4:13] for i in bulk}) == 1
+    assert before < min(bulk) and max(bulk) < after
+    # Random digits are uniform over the alphabet (not stuck on a few values).
+    assert len({i[20] for i in bulk}) == 32
+
+
 def test_unknown_prefix_rejected():
     with pytest.raises(ValueError):
         ids.new_id("nope")

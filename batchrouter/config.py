@@ -109,6 +109,34 @@ class Defaults:
     BATCHROUTER_METRICS_TOKEN = None
     BATCHROUTER_METRICS_BIND = None
 
+    # --- Privacy, consent and records (SPEC §10) ---
+    # Version of the privacy and cookie policies; changing it asks every visitor again.
+    BATCHROUTER_POLICY_VERSION = "2026-11-01"
+    # Operator-edited policy Markdown (privacy.md, cookies.md, terms.md) overrides the shipped
+    # defaults in batchrouter/data/policies/ when present here.
+    BATCHROUTER_POLICY_DIR = str(INSTANCE / "policies")
+    # Extra subprocessors for the privacy policy, "Name: purpose; Name: purpose" (the email,
+    # payment and AI providers that are configured are listed automatically).
+    BATCHROUTER_SUBPROCESSORS = ""
+    # Lifetimes (days) of the essential consent cookie and the analytics visitor cookie.
+    BATCHROUTER_CONSENT_COOKIE_DAYS = 180
+    BATCHROUTER_ANALYTICS_COOKIE_DAYS = 395
+    # Throttles per client IP for the privacy request form and the contact form.
+    BATCHROUTER_PRIVACY_REQUEST_LIMIT = "5 per hour"
+    BATCHROUTER_SUPPORT_LIMIT = "10 per hour"
+    # Lifetime (seconds) of the emailed privacy-request confirmation link, and of export links.
+    BATCHROUTER_PRIVACY_CONFIRM_TTL = 24 * 3600
+    BATCHROUTER_EXPORT_URL_TTL = 7 * 24 * 3600
+    # Retention periods in days per data class (0 keeps forever); the purge runs hourly.
+    BATCHROUTER_RETENTION_ITEM_DATA_DAYS = 30
+    BATCHROUTER_RETENTION_ARTIFACT_DAYS = 30
+    BATCHROUTER_RETENTION_API_EVENT_DAYS = 90
+    BATCHROUTER_RETENTION_SECURITY_LOG_DAYS = 365
+    BATCHROUTER_RETENTION_ANALYTICS_DAYS = 395
+    BATCHROUTER_RETENTION_EMAIL_DAYS = 90
+    BATCHROUTER_RETENTION_SUPPORT_DAYS = 730
+    BATCHROUTER_RETENTION_INTERVAL = 3600
+
 
 ENV_KEYS = [k for k in vars(Defaults) if k.isupper()]
 INT_KEYS = {k for k in ENV_KEYS if isinstance(getattr(Defaults, k), int)

@@ -20,6 +20,9 @@ PERIODIC = {
     "outbox-sweep": ("jobs.maintenance.sweep_outbox", 60),
     "batch-sweep": ("jobs.maintenance.sweep_batches", 30),
     "credit-expiry": ("jobs.maintenance.expire_credit", 3600),
+    "retention": ("jobs.privacy.purge_expired", 3600),
+    "idempotency-purge": ("jobs.privacy.purge_idempotency", 3600),
+    "records-flush": ("jobs.privacy.flush_api_events", 10),
 }
 
 

@@ -60,7 +60,8 @@ def run_worker(app, queues: tuple[str, ...], *, burst: bool = False) -> None:
         raise SystemExit("REDIS_URL is not set; the worker needs Redis.")
     with rt.db.session() as session:
         scheduler.register_defaults(session, intervals={
-            "batch-sweep": app.config["BATCHROUTER_SWEEP_INTERVAL"]})
+            "batch-sweep": app.config["BATCHROUTER_SWEEP_INTERVAL"],
+            "retention": app.config["BATCHROUTER_RETENTION_INTERVAL"]})
     name = queue.worker_name()
     stop = threading.Event()
     ticker = threading.Thread(target=_tick_forever, args=(app, name, stop), daemon=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from batchrouter import artifacts, batches, feedback, finalize, quotes
+from batchrouter import artifacts, batches, feedback, finalize, privacy, quotes
 from batchrouter.api.auth import current_principal, require
 from batchrouter.api.idempotent import idempotent
 from batchrouter.api.v1 import json_body
@@ -34,6 +34,7 @@ def create_batch():
     principal = current_principal()
     data = json_body()
     session = db_session()
+    privacy.check_not_restricted(session, principal.user_id)
     quote = quotes.get_quote(session, principal.workspace_id, data.get("quote_id"))
     if quote.mode != principal.mode:
         raise InvalidRequest("The quote was made in another mode (test vs live).",

@@ -7,6 +7,9 @@ from batchrouter.models.files import File
 from batchrouter.models.quotes import Quote
 from batchrouter.models.billing import CreditLot, LedgerAccount, LedgerEntry, LedgerTransaction
 from batchrouter.models.records import EmailMessage, ErrorReport, SecurityEvent
+from batchrouter.models.privacy import (AnalyticsEvent, AnalyticsPageView, ApiEvent, ConsentRecord,
+                                        PrivacyRequest, ProcessingRestriction, RateLimitHit,
+                                        RetentionRun, SupportMessage)
 from batchrouter.models.system import IdempotencyRecord, OutboxMessage, PeriodicTask
 from batchrouter.models.teams import Invitation
 
@@ -15,5 +18,7 @@ __all__ = [
     "LedgerAccount", "LedgerEntry", "LedgerTransaction", "EmailMessage", "ErrorReport",
     "SecurityEvent", "IdempotencyRecord", "OutboxMessage", "PeriodicTask", "CatalogModel",
     "CatalogVersion", "Offering", "Provider", "File", "Quote", "Batch", "Feedback", "Item",
-    "Reservation", "WorkUnit", "Invitation",
+    "Reservation", "WorkUnit", "Invitation", "AnalyticsEvent", "AnalyticsPageView", "ApiEvent",
+    "ConsentRecord", "PrivacyRequest", "ProcessingRestriction", "RateLimitHit", "RetentionRun",
+    "SupportMessage",
 ]

@@ -9,9 +9,15 @@ from batchrouter import money
 def register_web(app: Flask) -> None:
     from batchrouter.web import (auth, batches, console, keys, operator, operator_catalog,
                                  public, quote, team)
+    from batchrouter.web import (consent, operator_privacy, operator_records, privacy,
+                                 recording, support)
     from batchrouter.web.session import init_login
 
     init_login(app)
+    consent.init_app(app)
+    recording.init_app(app)
+    for module in (consent, operator_privacy, operator_records, privacy, support):
+        app.register_blueprint(module.bp)
     for module in (auth, batches, console, keys, operator, operator_catalog, public, quote,
                    team):
         app.register_blueprint(module.bp)

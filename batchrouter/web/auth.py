@@ -12,6 +12,7 @@ from batchrouter.errors import ValidationFailed
 from batchrouter.extensions import account_settings, client, client_ip, db_session, limiter
 from batchrouter.models import User
 from batchrouter.tokens import TokenExpired, TokenInvalid
+from batchrouter.web.consent import track_event
 from batchrouter.web.htmx import redirect_to
 from batchrouter.web.session import sign_in, sign_out
 
@@ -45,13 +46,15 @@ def signup():
     form = request.form
     session = db_session()
     try:
-        accounts.sign_up(session, form.get("email", ""), form.get("password", ""),
-                         account_settings(), client(), name=form.get("name"),
-                         workspace_name=form.get("workspace_name"))
+        user = accounts.sign_up(session, form.get("email", ""), form.get("password", ""),
+                                account_settings(), client(), name=form.get("name"),
+                                workspace_name=form.get("workspace_name"))
     except ValidationFailed as exc:
         session.rollback()
         return render_template("auth/signup.html", form=form, error=exc.message), 422
     session.commit()
+    if user is not None:
+        track_event("signed_up")
     return render_template("auth/check_inbox.html", email=form.get("email", "").strip())
 
 

@@ -7,9 +7,10 @@ from flask_login import current_user
 import io
 import json
 
-from batchrouter import batches, files, ledger, manifest, quotes, routing
+from batchrouter import analytics, batches, files, ledger, manifest, privacy, quotes, routing
 from batchrouter.errors import DomainError
 from batchrouter.extensions import db_session, quote_settings, runtime
+from batchrouter.web.consent import track_event
 from batchrouter.web.console import require_scope
 from batchrouter.web.htmx import redirect_to, render
 
@@ -100,6 +101,7 @@ def create():
     """Create the batch from a quote made on this page (its manifest is the stored file)."""
     session = db_session()
     try:
+        privacy.check_not_restricted(session, current_user.id)
         quote = quotes.get_quote(session, current_user.workspace_id, request.form.get("quote_id"))
         source = batches.request_lines(session, runtime().storage, current_user.workspace_id,
                                        {}, quote)
@@ -109,5 +111,7 @@ def create():
         flash(f"The batch was not created: {exc.message}", "error")
         return redirect_to(url_for("batches_new.new"))
     session.commit()
+    if analytics.is_first_batch(session, current_user.workspace_id):
+        track_event("first_batch")
     flash(f"Batch {batch.id} created; {batch.total} items are on their way.", "success")
     return redirect_to(url_for("batches.detail", batch_id=batch.id))

@@ -11,7 +11,7 @@ from flask_login import current_user
 
 from batchrouter import analytics, consent, policies
 from batchrouter.consent import ANALYTICS_COOKIE, CONSENT_COOKIE, Choice
-from batchrouter.extensions import db_session, runtime
+from batchrouter.extensions import db_session
 from batchrouter.web.htmx import is_fragment_request
 
 bp = Blueprint("consent", __name__)
@@ -186,9 +186,24 @@ def after_request(response):
             _delete_analytics_cookie(response)
         return response
     if visitor and _countable(response) and analytics_on():
-        with runtime().db.session() as session:
-            analytics.count_page_view(session, visitor, request.url_rule.rule)
+        _count_page_view(visitor)
     return response
+
+
+def _count_page_view(visitor: str) -> None:
+    """Count in the request's own session: on SQLite a second connection would wait on any
+    lock this request still holds. The view is done, so anything it left uncommitted would
+    be rolled back at teardown anyway. Counting never fails a page."""
+    from sqlalchemy.exc import OperationalError
+
+    session = db_session()
+    session.rollback()
+    try:
+        analytics.count_page_view(session, visitor, request.url_rule.rule)
+        session.commit()
+    except OperationalError:
+        session.rollback()
+        current_app.logger.warning("page view not counted (database busy)", exc_info=True)
 
 
 def init_app(app) -> None:

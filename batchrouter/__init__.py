@@ -26,6 +26,9 @@ def _load_config(app: Flask, overrides: dict | None) -> None:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         PERMANENT_SESSION_LIFETIME=app.config["BATCHROUTER_SESSION_ABSOLUTE_TTL"],
+        # The cookie's lifetime is the absolute TTL: re-signing it on every request would not
+        # extend anything (the server-side record enforces both TTLs), only cost CPU per page.
+        SESSION_REFRESH_EACH_REQUEST=False,
         WTF_CSRF_CHECK_DEFAULT=False,  # checked in security.enforce_csrf (cookie sessions only)
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session (no lost forms)
         WTF_CSRF_SSL_STRICT=base_https,

@@ -13,6 +13,8 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,9 +99,11 @@ def run_size(app, workspace_id: str, n: int) -> dict:
         t0 = time.perf_counter()
         batch = batches.create_batch(s, quote=quote, source=source)
         batch_id = batch.id
-        s.commit()  # the commit is part of create (the outbox fast path runs after it)
+        with timed_drains() as drains:
+            s.commit()  # the commit is part of create (the outbox fast path runs after it)
         create_s = time.perf_counter() - t0
     created = time.perf_counter()
+    created_at = datetime.now(timezone.utc).replace(tzinfo=None)
     while True:
         with rt.db.session() as s:
             status = s.get(Batch, batch_id).status
@@ -118,11 +122,35 @@ def run_size(app, workspace_id: str, n: int) -> dict:
                 "ledger_entries": s.scalar(select(func.count()).select_from(LedgerEntry))}
         assert b.status == "completed" and b.succeeded == n, (b.status, b.succeeded)
     return {"n": n, "status": status, "end_to_end": done - start, "quote": quoted - start,
+            "enqueue": sum(drains), "created_at": created_at,
             "create": create_s, "run": done - created, "rows": rows, "units": units}
 
 
-def queue_overhead(redis_url: str) -> dict:
-    """Time jobs waited in Redis vs time they ran (RQ's own timestamps)."""
+@contextmanager
+def timed_drains():
+    """Seconds spent handing outbox rows to Redis (the fast path after create's commit)."""
+    from batchrouter import queue
+
+    spent: list[float] = []
+    original = queue.drain_outbox
+
+    def drain(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            spent.append(time.perf_counter() - t)
+
+    queue.drain_outbox = drain
+    try:
+        yield spent
+    finally:
+        queue.drain_outbox = original
+
+
+def queue_overhead(redis_url: str, created_at) -> dict:
+    """Time jobs waited in Redis vs time they ran (RQ's own timestamps); `last_end` closes
+    the dispatch phase (finalize runs after it and is not dispatch)."""
     from redis import Redis
     from rq import Queue
     from rq.registry import FinishedJobRegistry
@@ -131,6 +159,7 @@ def queue_overhead(redis_url: str) -> dict:
     registry = FinishedJobRegistry(queue=Queue("default", connection=conn))
     waited = ran = 0.0
     jobs = 0
+    last_end = created_at
     for job in registry.get_job_ids():
         j = Queue("default", connection=conn).fetch_job(job)
         if j is None or not j.started_at or not j.enqueued_at or not j.ended_at:
@@ -140,8 +169,10 @@ def queue_overhead(redis_url: str) -> dict:
         jobs += 1
         waited += max(0.0, (j.started_at - j.enqueued_at).total_seconds())
         ran += (j.ended_at - j.started_at).total_seconds()
+        last_end = max(last_end, j.ended_at.replace(tzinfo=None))
     conn.flushdb()
-    return {"jobs": jobs, "waited": waited, "ran": ran}
+    return {"jobs": jobs, "waited": waited, "ran": ran,
+            "dispatch_wall": (last_end - created_at).total_seconds()}
 
 
 def main() -> None:
@@ -159,8 +190,10 @@ def main() -> None:
         print(f"bench/pipeline.py — sandbox lane, zero latency, {WORKERS} workers, SQLite")
         for n in SIZES:
             figures = run_size(app, workspace_id, n)
-            q = queue_overhead(redis_url)
+            q = queue_overhead(redis_url, figures["created_at"])
             busy = q["ran"] / (figures["run"] * WORKERS) if figures["run"] else 0
+            # B12 proper: idle share of the workers between create and the last dispatch job.
+            dispatch_busy = q["ran"] / (q["dispatch_wall"] * WORKERS) if q["dispatch_wall"] else 0
             target = " target < 10 s" if n == 10_000 else (" target < 150 s" if n == 100_000
                                                            else "")
             ok = figures["end_to_end"] < (10 if n == 10_000 else 150)
@@ -177,8 +210,14 @@ def main() -> None:
                       f"{figures['rows']['outbox']} / {figures['rows']['ledger_entries']}"))
             print(row("  queue: jobs, mean wait in Redis", f"{q['jobs']} / "
                       f"{(q['waited'] / q['jobs'] * 1000 if q['jobs'] else 0):.0f} ms"))
-            print(row("  queue overhead (workers idle during the run)",
-                      f"{(1 - busy) * 100:.1f} %", "target < 5 %", (1 - busy) < 0.05))
+            print(row("  enqueue of every work unit (outbox → Redis)",
+                      f"{figures['enqueue'] * 1000:.0f} ms", "target < 0.5 s",
+                      figures["enqueue"] < 0.5))
+            print(row("  queue overhead (workers idle, create → last dispatch job)",
+                      f"{(1 - dispatch_busy) * 100:.1f} %", "target < 5 %",
+                      (1 - dispatch_busy) < 0.05))
+            print(row("  workers idle, create → completed (includes finalize)",
+                      f"{(1 - busy) * 100:.1f} %"))
     finally:
         for w in workers:
             w.terminate()

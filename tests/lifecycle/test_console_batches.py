@@ -56,3 +56,50 @@ def test_cancel_needs_confirmation(client, session, seeded_catalog):
     done = client.post(detail_url + "/cancel", data={"csrf_token": token})
     assert done.status_code == 303
     assert "cancelling" in client.get(detail_url).get_data(as_text=True)
+
+
+def test_progress_fragment_revalidates_with_its_etag(client, session, seeded_catalog, worker):
+    make_user(session)
+    login(client)
+    quote_id = quote_in_console(client)
+    detail_url = post_form(client, "/batches/create", {"quote_id": quote_id},
+                           page="/batches/new").headers["Location"]
+    htmx = {"HX-Request": "true"}
+    first = client.get(detail_url + "/progress", headers=htmx)
+    etag = first.headers["ETag"]
+    assert first.status_code == 200 and etag.startswith('W/"')
+    assert first.headers["Cache-Control"] == "private, no-cache"
+    assert "<code>sandbox/sandbox-chat" in first.get_data(as_text=True)  # the lanes table
+    same = client.get(detail_url + "/progress", headers={**htmx, "If-None-Match": etag})
+    assert same.status_code == 304 and same.data == b"" and same.headers["ETag"] == etag
+    worker()  # the batch moves on: the old ETag no longer matches
+    moved = client.get(detail_url + "/progress", headers={**htmx, "If-None-Match": etag})
+    assert moved.status_code == 200 and moved.headers["ETag"] != etag
+    assert "completed" in moved.get_data(as_text=True)
+    lanes = re.findall(r"<td>(\d+) / (\d+)</td>", moved.get_data(as_text=True))
+    assert lanes and all(done == units for done, units in lanes)
+
+
+def test_items_table_is_one_feedback_form(client, session, seeded_catalog, worker):
+    from batchrouter.models import Feedback
+
+    make_user(session)
+    login(client)
+    quote_id = quote_in_console(client)
+    detail_url = post_form(client, "/batches/create", {"quote_id": quote_id},
+                           page="/batches/new").headers["Location"]
+    worker()
+    page = client.get(detail_url).get_data(as_text=True)
+    assert page.count('<form id="item-feedback"') == 1
+    assert page.count('name="item" value="c') == 7  # a Rate button per succeeded row
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    rated = client.post(detail_url + "/feedback",
+                        data={"csrf_token": token, "item": "c3", "score:c3": "2",
+                              "score:c4": "5"})
+    assert rated.status_code == 303
+    row = session.query(Feedback).one()
+    assert row.score == 2 and row.provider == "sandbox"
+    assert "feedback saved for c3" in client.get(detail_url).get_data(as_text=True)
+    missing = client.post(detail_url + "/feedback",
+                          data={"csrf_token": token, "item": "nope", "score:nope": "3"})
+    assert missing.status_code == 303 and session.query(Feedback).count() == 1

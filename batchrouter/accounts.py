@@ -1,12 +1,13 @@
 """Sign-up, sign-in, email verification, password reset and console sessions (SPEC §2, §9)."""
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from batchrouter import email as mail
@@ -239,15 +240,20 @@ def console_session(session: Session, session_id: str, *, idle_ttl: int,
     console request runs this)."""
     if not session_id:
         return None
-    row = session.execute(
-        select(UserSession, User, Membership.role)
-        .join(User, User.id == UserSession.user_id)
-        .outerjoin(Membership, (Membership.user_id == UserSession.user_id)
-                   & (Membership.workspace_id == UserSession.workspace_id))
-        .where(UserSession.id == session_id)).first()
+    row = session.execute(_console_session_stmt(), {"session_id": session_id}).first()
     if row is None or _expired(row[0], idle_ttl, absolute_ttl):
         return None
     return row[0], row[1], row[2]
+
+
+@functools.cache
+def _console_session_stmt():
+    """Built once: composing the statement cost more than running it on every request."""
+    return (select(UserSession, User, Membership.role)
+            .join(User, User.id == UserSession.user_id)
+            .outerjoin(Membership, (Membership.user_id == UserSession.user_id)
+                       & (Membership.workspace_id == UserSession.workspace_id))
+            .where(UserSession.id == bindparam("session_id")))
 
 
 def _expired(record: UserSession, idle_ttl: int, absolute_ttl: int) -> bool:

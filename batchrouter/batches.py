@@ -5,12 +5,13 @@ record and its public shape (SPEC §5, §6).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Iterable
 
-from sqlalchemy import case, func, insert, select
+from sqlalchemy import bindparam, case, func, insert, select
 from sqlalchemy.orm import Session
 
 import msgspec
@@ -287,13 +288,18 @@ def request_cancel(session: Session, batch: Batch) -> Batch:
 def unit_lanes(session: Session, batch_id: str) -> list[dict]:
     """Per-lane breakdown for the batch page: units and items by lane, summed by the database
     (a 100,000-item batch has hundreds of units; the progress fragment polls this)."""
-    done = case((WorkUnit.status.in_(UNIT_TERMINAL), 1), else_=0)
-    rows = session.execute(select(WorkUnit.lane, func.count(), func.sum(WorkUnit.item_count),
-                                  func.sum(done))
-                           .where(WorkUnit.batch_id == batch_id)
-                           .group_by(WorkUnit.lane).order_by(WorkUnit.lane)).all()
+    rows = session.execute(_unit_lanes_stmt(), {"batch_id": batch_id}).all()
     return [{"lane": lane, "units": units, "items": int(items), "done": int(finished)}
             for lane, units, items, finished in rows]
+
+
+@functools.cache
+def _unit_lanes_stmt():
+    # Built once: composing it cost about as much as running it, on every poll.
+    done = case((WorkUnit.status.in_(UNIT_TERMINAL), 1), else_=0)
+    return (select(WorkUnit.lane, func.count(), func.sum(WorkUnit.item_count), func.sum(done))
+            .where(WorkUnit.batch_id == bindparam("batch_id"))
+            .group_by(WorkUnit.lane).order_by(WorkUnit.lane))
 
 
 def files_of(session: Session, batch: Batch) -> dict[str, File]:
@@ -304,15 +310,24 @@ def files_of(session: Session, batch: Batch) -> dict[str, File]:
 
 def result_rows(session: Session, batch_id: str, *, status: str | None, after: int,
                 limit: int) -> tuple[list[dict], str | None]:
-    """Per-item rows for GET /results: keyset on the manifest position."""
+    """Per-item rows for GET /results and the items table: keyset on the manifest position."""
     import json
 
-    stmt = select(Item.seq, Item.customer_item_id, Item.status, Item.result, Item.error,
-                  Item.attempts).where(Item.batch_id == batch_id, Item.seq > after)
+    params = {"batch_id": batch_id, "after": after, "limit": limit}
     if status:
-        stmt = stmt.where(Item.status == status)
-    rows = session.execute(stmt.order_by(Item.seq).limit(limit)).all()
+        params["status"] = status
+    rows = session.execute(_result_rows_stmt(bool(status)), params).all()
     data = [{"customer_item_id": r.customer_item_id, "status": r.status,
              "result": json.loads(r.result) if r.result else None, "error": r.error,
              "attempts": r.attempts} for r in rows]
     return data, (str(rows[-1].seq) if len(rows) == limit else None)
+
+
+@functools.cache
+def _result_rows_stmt(with_status: bool):
+    stmt = select(Item.seq, Item.customer_item_id, Item.status, Item.result, Item.error,
+                  Item.attempts).where(Item.batch_id == bindparam("batch_id"),
+                                       Item.seq > bindparam("after"))
+    if with_status:
+        stmt = stmt.where(Item.status == bindparam("status"))
+    return stmt.order_by(Item.seq).limit(bindparam("limit"))

@@ -148,31 +148,41 @@ def timed_drains():
         queue.drain_outbox = original
 
 
+DISPATCH_JOBS = ("jobs.dispatch.run_work_unit", "jobs.dispatch.poll_work_unit")
+
+
 def queue_overhead(redis_url: str, created_at) -> dict:
-    """Time jobs waited in Redis vs time they ran (RQ's own timestamps); `last_end` closes
-    the dispatch phase (finalize runs after it and is not dispatch)."""
+    """What the queue cost, from RQ's own timestamps of the dispatch jobs (run and poll).
+
+    `gaps`: per worker, the time between finishing one job and starting the next one that was
+    already waiting: the queue's own overhead (B12). `dispatch_wall` runs from the create to
+    the end of the last dispatch job (finalize comes after and is not dispatch)."""
     from redis import Redis
     from rq import Queue
     from rq.registry import FinishedJobRegistry
 
     conn = Redis.from_url(redis_url)
-    registry = FinishedJobRegistry(queue=Queue("default", connection=conn))
-    waited = ran = 0.0
-    jobs = 0
-    last_end = created_at
-    for job in registry.get_job_ids():
-        j = Queue("default", connection=conn).fetch_job(job)
-        if j is None or not j.started_at or not j.enqueued_at or not j.ended_at:
-            continue
-        if not j.func_name.startswith("jobs.dispatch"):
-            continue
-        jobs += 1
-        waited += max(0.0, (j.started_at - j.enqueued_at).total_seconds())
-        ran += (j.ended_at - j.started_at).total_seconds()
-        last_end = max(last_end, j.ended_at.replace(tzinfo=None))
+    queue = Queue("default", connection=conn)
+    jobs = [j for j in (queue.fetch_job(i) for i in
+                        FinishedJobRegistry(queue=queue).get_job_ids())
+            if j is not None and j.started_at and j.enqueued_at and j.ended_at]
     conn.flushdb()
-    return {"jobs": jobs, "waited": waited, "ran": ran,
-            "dispatch_wall": (last_end - created_at).total_seconds()}
+    naive = [(j.func_name, j.worker_name, j.enqueued_at.replace(tzinfo=None),
+              j.started_at.replace(tzinfo=None), j.ended_at.replace(tzinfo=None)) for j in jobs]
+    dispatch = [j for j in naive if j[0] in DISPATCH_JOBS]
+    gaps = 0.0
+    by_worker: dict[str, list] = {}
+    for job in naive:
+        by_worker.setdefault(job[1], []).append(job)
+    for runs in by_worker.values():
+        runs.sort(key=lambda j: j[3])
+        for before, after in zip(runs, runs[1:]):
+            gaps += max(0.0, (after[3] - max(before[4], after[2])).total_seconds())
+    last_end = max((j[4] for j in dispatch), default=created_at)
+    return {"jobs": len(dispatch),
+            "waited": sum((j[3] - j[2]).total_seconds() for j in dispatch),
+            "ran": sum((j[4] - j[3]).total_seconds() for j in dispatch),
+            "gaps": gaps, "dispatch_wall": (last_end - created_at).total_seconds()}
 
 
 def main() -> None:
@@ -213,9 +223,11 @@ def main() -> None:
             print(row("  enqueue of every work unit (outbox → Redis)",
                       f"{figures['enqueue'] * 1000:.0f} ms", "target < 0.5 s",
                       figures["enqueue"] < 0.5))
-            print(row("  queue overhead (workers idle, create → last dispatch job)",
-                      f"{(1 - dispatch_busy) * 100:.1f} %", "target < 5 %",
-                      (1 - dispatch_busy) < 0.05))
+            overhead = q["gaps"] / (q["gaps"] + q["ran"]) if q["ran"] else 0
+            print(row("  queue overhead (worker gaps between waiting jobs)",
+                      f"{overhead * 100:.1f} %", "target < 5 %", overhead < 0.05))
+            print(row("  workers idle, create → last dispatch job",
+                      f"{(1 - dispatch_busy) * 100:.1f} %"))
             print(row("  workers idle, create → completed (includes finalize)",
                       f"{(1 - busy) * 100:.1f} %"))
     finally:

@@ -24,6 +24,22 @@ users_cli = AppGroup("users", help="Manage users.")
 keys_cli = AppGroup("keys", help="Manage API keys.")
 catalog_cli = AppGroup("catalog", help="Providers, models and prices.")
 credits_cli = AppGroup("credits", help="Operator credit grants.")
+billing_cli = AppGroup("billing", help="Stripe billing.")
+
+
+@billing_cli.command("reconcile")
+def billing_reconcile():
+    """Compare recent Stripe Checkout Sessions with purchases and grants; apply missing
+    grants once and report grants without a paid session (exit 1 if there are problems)."""
+    from batchrouter import reconcile
+
+    run = reconcile.run(runtime().db, current_app.config)
+    click.echo(f"reconciliation {run.status}: {run.sessions_checked} sessions checked, "
+               f"{run.grants_applied} missing grants applied")
+    for finding in run.findings:
+        click.echo(f"- {finding['kind']}: {finding['message']}")
+    if run.status in ("problems", "failed"):
+        raise SystemExit(1)
 
 
 @credits_cli.command("grant")
@@ -189,6 +205,6 @@ def catalog_export():
 
 
 def register_cli(app: Flask) -> None:
-    for command in (db_cli, users_cli, keys_cli, catalog_cli, credits_cli, seed, worker,
-                    metrics_serve):
+    for command in (db_cli, users_cli, keys_cli, catalog_cli, credits_cli, billing_cli, seed,
+                    worker, metrics_serve):
         app.cli.add_command(command)

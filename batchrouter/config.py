@@ -108,6 +108,15 @@ class Defaults:
     # an internal host:port where gunicorn's master serves metrics without a token.
     BATCHROUTER_METRICS_TOKEN = None
     BATCHROUTER_METRICS_BIND = None
+    # Billing (issue 8): credit packs sold through Stripe Checkout, in whole or decimal USD.
+    BATCHROUTER_CREDIT_PACKS = ("10", "50", "250", "1000")
+    # Warn (page banner, one email per crossing) below this available balance; $1.00.
+    BATCHROUTER_LOW_BALANCE_THRESHOLD = 1_000_000
+    # Reconciliation: how often (seconds) and how many days of Checkout Sessions it reads.
+    BATCHROUTER_RECONCILE_INTERVAL = 24 * 3600
+    BATCHROUTER_RECONCILE_DAYS = 3
+    # Seconds between low-balance checks of every workspace.
+    BATCHROUTER_LOW_BALANCE_INTERVAL = 300
 
     # --- Privacy, consent and records (SPEC §10) ---
     # Version of the privacy and cookie policies; changing it asks every visitor again.

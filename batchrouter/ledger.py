@@ -100,6 +100,31 @@ def grant(session: Session, workspace_id: str, amount: int, *, kind: str, reason
     return txn
 
 
+def reverse(session: Session, lot_id: str, amount: int, *, kind: str, reason: str,
+            idempotency_key: str, created_by_id: str | None = None) -> tuple[LedgerTransaction | None, int]:
+    """Take back up to `amount` of a lot's unspent credit to the account that funded it (a
+    refund or a dispute). Returns the transaction and what it took: never more than the lot
+    still holds, so balances stay non-negative; the caller reports any shortfall."""
+    lot = session.get(CreditLot, lot_id)
+    lock_workspace(session, lot.workspace_id)
+    existing = find_transaction(session, idempotency_key)
+    if existing is not None:
+        return existing, 0
+    session.refresh(lot)
+    take = min(amount, lot.remaining)
+    if take <= 0:
+        return None, 0
+    txn = LedgerTransaction(kind=kind, idempotency_key=idempotency_key,
+                            workspace_id=lot.workspace_id, reason=reason,
+                            created_by_id=created_by_id)
+    session.add(txn)
+    session.flush()
+    _post(session, txn, [(account(session, lot.workspace_id, "available"), -take, lot.id),
+                         (account(session, None, GRANT_SOURCE[lot.kind]), take, None)])
+    lot.remaining -= take
+    return txn, take
+
+
 def _new_transaction(session: Session, kind: str, key: str, workspace_id: str,
                      reason: str) -> LedgerTransaction:
     txn = LedgerTransaction(kind=kind, idempotency_key=key, workspace_id=workspace_id,

@@ -32,6 +32,12 @@ LABELS = {
     "email_changed": "Email changed",
     "account_deleted": "Account deleted",
     "agent_registered": "Agent registered",
+    "credits_purchased": "Credits purchased",
+    "credits_refunded": "Credits refunded",
+    "billing_flagged": "Billing flagged for review",
+    "billing_settings_changed": "Billing settings changed",
+    "stripe_webhook_rejected": "Stripe webhook rejected",
+    "reconciliation_finding": "Billing reconciliation finding",
 }
 
 

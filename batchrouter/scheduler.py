@@ -23,6 +23,8 @@ PERIODIC = {
     "retention": ("jobs.privacy.purge_expired", 3600),
     "idempotency-purge": ("jobs.privacy.purge_idempotency", 3600),
     "records-flush": ("jobs.privacy.flush_api_events", 10),
+    "billing-reconcile": ("jobs.billing.reconcile", 24 * 3600),
+    "low-balance": ("jobs.billing.check_low_balances", 300),
 }
 
 

@@ -61,7 +61,9 @@ def run_worker(app, queues: tuple[str, ...], *, burst: bool = False) -> None:
     with rt.db.session() as session:
         scheduler.register_defaults(session, intervals={
             "batch-sweep": app.config["BATCHROUTER_SWEEP_INTERVAL"],
-            "retention": app.config["BATCHROUTER_RETENTION_INTERVAL"]})
+            "retention": app.config["BATCHROUTER_RETENTION_INTERVAL"],
+            "billing-reconcile": app.config["BATCHROUTER_RECONCILE_INTERVAL"],
+            "low-balance": app.config["BATCHROUTER_LOW_BALANCE_INTERVAL"]})
     name = queue.worker_name()
     stop = threading.Event()
     ticker = threading.Thread(target=_tick_forever, args=(app, name, stop), daemon=True)

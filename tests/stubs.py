@@ -20,6 +20,7 @@ class Recorded:
     path: str
     headers: dict
     body: bytes
+    query: str = ""
 
     @property
     def json(self):
@@ -33,7 +34,8 @@ class StubServer:
     requests: list = field(default_factory=list)
 
     def route(self, method: str, path: str, handler) -> None:
-        """handler(Recorded) -> (status, json_body[, headers]) or a list of them to play in turn."""
+        """handler(Recorded) -> (status, json_body or bytes[, headers]) or a list of them to
+        play in turn."""
         self.routes[(method.upper(), path)] = handler
 
     def start(self) -> "StubServer":
@@ -46,9 +48,9 @@ class StubServer:
             def _handle(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                path = self.path.split("?", 1)[0]
+                path, _, query = self.path.partition("?")
                 rec = Recorded(self.command, path, {k.lower(): v for k, v in self.headers.items()},
-                               body)
+                               body, query)
                 stub.requests.append(rec)
                 handler = stub.routes.get((self.command, path))
                 if handler is None:
@@ -61,9 +63,12 @@ class StubServer:
                         result = handler(rec)
                     status, payload = result[0], result[1]
                     headers = result[2] if len(result) > 2 else {}
-                data = json.dumps(payload).encode()
+                # bytes are sent as they are (an HTML page, with its Content-Type in headers)
+                raw = isinstance(payload, bytes)
+                data = payload if raw else json.dumps(payload).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                if not raw or "Content-Type" not in headers:
+                    self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 for k, v in headers.items():
                     self.send_header(k, v)

@@ -7,7 +7,7 @@ from batchrouter.api.errors import register_error_handlers
 
 
 def register_api(app: Flask) -> None:
-    from batchrouter.api import batches, catalog, health, metrics, team, v1
+    from batchrouter.api import batches, billing, catalog, health, metrics, team, v1
     from batchrouter.api.openapi import build_spec
 
     register_error_handlers(app)
@@ -17,6 +17,7 @@ def register_api(app: Flask) -> None:
     app.register_blueprint(batches.bp)
     app.register_blueprint(health.bp)
     metrics.init_app(app)
+    app.register_blueprint(billing.bp)
 
     @app.get("/openapi.json")
     def openapi():

@@ -5,6 +5,8 @@ from batchrouter.models.batches import Batch, Feedback, Item, Reservation, WorkU
 from batchrouter.models.catalog import CatalogModel, CatalogVersion, Offering, Provider
 from batchrouter.models.files import File
 from batchrouter.models.quotes import Quote
+from batchrouter.models.purchases import (Purchase, ReconciliationRun, StripeEvent,
+                                          WorkspaceBilling)
 from batchrouter.models.billing import CreditLot, LedgerAccount, LedgerEntry, LedgerTransaction
 from batchrouter.models.records import EmailMessage, ErrorReport, SecurityEvent
 from batchrouter.models.privacy import (AnalyticsEvent, AnalyticsPageView, ApiEvent, ConsentRecord,
@@ -21,4 +23,6 @@ __all__ = [
     "Reservation", "WorkUnit", "Invitation", "AnalyticsEvent", "AnalyticsPageView", "ApiEvent",
     "ConsentRecord", "PrivacyRequest", "ProcessingRestriction", "RateLimitHit", "RetentionRun",
     "SupportMessage",
+    "Purchase", "ReconciliationRun", "StripeEvent",
+    "WorkspaceBilling",
 ]

@@ -7,8 +7,8 @@ from batchrouter import money
 
 
 def register_web(app: Flask) -> None:
-    from batchrouter.web import (auth, batches, console, keys, operator, operator_catalog,
-                                 public, quote, team)
+    from batchrouter.web import (auth, batches, billing, console, keys, operator,
+                                 operator_billing, operator_catalog, public, quote, team)
     from batchrouter.web import (consent, operator_privacy, operator_records, privacy,
                                  recording, support)
     from batchrouter.web.session import init_login
@@ -19,7 +19,7 @@ def register_web(app: Flask) -> None:
     for module in (consent, operator_privacy, operator_records, privacy, support):
         app.register_blueprint(module.bp)
     for module in (auth, batches, console, keys, operator, operator_catalog, public, quote,
-                   team):
+                   team, billing, operator_billing):
         app.register_blueprint(module.bp)
     app.jinja_env.filters["usd"] = money.to_display
     app.jinja_env.filters["wire"] = money.to_wire

@@ -120,7 +120,8 @@ def rows(session: Session, workspace_id: str, txns: list[LedgerTransaction]) -> 
         deltas.setdefault(txn_id, {})[kind] = int(amount)
     sessions = [links(t.idempotency_key).get("session_id") for t in txns]
     purchases = dict(session.execute(select(Purchase.stripe_session_id, Purchase.id).where(
-        Purchase.stripe_session_id.in_([s for s in sessions if s])))) if any(sessions) else {}
+        Purchase.stripe_session_id.in_([s for s in sessions if s]))).all()) \
+        if any(sessions) else {}
     out = []
     for txn in txns:
         link = links(txn.idempotency_key)

@@ -15,8 +15,7 @@ from batchrouter import ledger, money, queue, stripe_api
 from batchrouter.db import utcnow
 from batchrouter.errors import Conflict, NotFound, ValidationFailed
 from batchrouter.ids import new_id
-from batchrouter.models import (CreditLot, Membership, Purchase, User, Workspace,
-                                WorkspaceBilling)
+from batchrouter.models import CreditLot, Membership, Purchase, User, Workspace, WorkspaceBilling
 from batchrouter.records import log_security
 
 RECEIPT_JOB = "jobs.billing.fetch_receipt"

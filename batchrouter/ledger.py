@@ -14,10 +14,16 @@ from sqlalchemy.orm import Session
 
 from batchrouter.db import utcnow
 from batchrouter.errors import InsufficientCredits, ValidationFailed
-from batchrouter.models import (CreditLot, LedgerAccount, LedgerEntry, LedgerTransaction,
-                                Reservation, Workspace)
-from batchrouter.money import to_wire
+from batchrouter.models import (
+    CreditLot,
+    LedgerAccount,
+    LedgerEntry,
+    LedgerTransaction,
+    Reservation,
+    Workspace,
+)
 from batchrouter.models.billing import LOT_KINDS
+from batchrouter.money import to_wire
 
 # Which system account funds a grant of each lot kind.
 GRANT_SOURCE = {"purchase": "stripe", "promo": "promo", "starter": "promo"}
@@ -101,7 +107,8 @@ def grant(session: Session, workspace_id: str, amount: int, *, kind: str, reason
 
 
 def reverse(session: Session, lot_id: str, amount: int, *, kind: str, reason: str,
-            idempotency_key: str, created_by_id: str | None = None) -> tuple[LedgerTransaction | None, int]:
+            idempotency_key: str, created_by_id: str | None = None
+            ) -> tuple[LedgerTransaction | None, int]:
     """Take back up to `amount` of a lot's unspent credit to the account that funded it (a
     refund or a dispute). Returns the transaction and what it took: never more than the lot
     still holds, so balances stay non-negative; the caller reports any shortfall."""

@@ -109,3 +109,42 @@ def stripe_webhook():
     outcome = stripe_events.handle(session, current_app.config, event)
     session.commit()
     return jsonify({"received": True, "outcome": outcome})
+
+
+def openapi_paths(resp, errors, error_schema) -> dict:
+    """The billing part of /openapi.json (merged by api/openapi.py)."""
+    obj = {"type": "object"}
+    q = [{"name": n, "in": "query", "schema": {"type": "string"}}
+         for n in ("cursor", "kind", "batch_id", "since", "until")]
+    return {
+        "/v1/billing/balance": {"get": {
+            "summary": "Available, reserved, spent (and this month), low-balance threshold",
+            "operationId": "billingBalance",
+            "responses": {"200": resp("Balance", obj), **errors(401, 403, 429)}}},
+        "/v1/billing/ledger": {"get": {
+            "summary": "Ledger transactions, newest first, cursor paged",
+            "operationId": "billingLedger",
+            "parameters": q + [{"name": "limit", "in": "query", "schema": {"type": "integer"}}],
+            "responses": {"200": resp("Transactions", obj), **errors(400, 401, 403, 429)}}},
+        "/v1/billing/packs": {"get": {
+            "summary": "Credit packs on sale", "operationId": "billingPacks",
+            "responses": {"200": resp("Packs", obj), **errors(401, 403, 429)}}},
+        "/v1/billing/checkout": {"post": {
+            "summary": "A Stripe Checkout URL for a credit pack (credits arrive on payment)",
+            "operationId": "billingCheckout",
+            "parameters": [{"name": "Idempotency-Key", "in": "header",
+                            "schema": {"type": "string"}}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["pack"],
+                "properties": {"pack": {"type": "string", "example": "pack_5000"}}}}}},
+            "responses": {"201": resp("Purchase with its checkout url", obj),
+                          "502": resp("stripe_unavailable", error_schema),
+                          "503": resp("billing_not_configured", error_schema),
+                          **errors(400, 401, 403, 409, 422, 429)}}},
+        "/v1/billing/purchases/{id}": {"get": {
+            "summary": "Poll a purchase (open, granted, expired, failed)",
+            "operationId": "billingPurchase",
+            "parameters": [{"name": "id", "in": "path", "required": True,
+                            "schema": {"type": "string"}}],
+            "responses": {"200": resp("Purchase", obj), **errors(401, 403, 404, 429)}}},
+    }

@@ -309,6 +309,12 @@ def _batch_paths() -> dict:
     }
 
 
+def _billing_paths() -> dict:
+    from batchrouter.api.billing import openapi_paths
+
+    return openapi_paths(_resp, _errors, ERROR)
+
+
 def build_spec(base_url: str) -> dict:
     """The spec document; `base_url` becomes the server entry."""
     return {
@@ -358,6 +364,7 @@ def build_spec(base_url: str) -> dict:
                 "responses": {"200": _resp("Revoked", {"$ref": "#/components/schemas/ApiKey"}),
                               **_errors(401, 403, 404, 429)}}},
             **_catalog_paths(),
+            **_billing_paths(),
             **_batch_paths(),
             **_team_paths(),
         },

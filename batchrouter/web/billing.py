@@ -2,8 +2,19 @@
 billing settings (SPEC §8, §9). Everything here needs the `billing` scope (owner, admin)."""
 from __future__ import annotations
 
-from flask import (Blueprint, Response, abort, current_app, flash, g, make_response, redirect,
-                   request, stream_with_context, url_for)
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    g,
+    make_response,
+    redirect,
+    request,
+    stream_with_context,
+    url_for,
+)
 from flask_login import current_user
 from sqlalchemy import select
 

@@ -12,8 +12,14 @@ from sqlalchemy import func, select
 from batchrouter import accounts, billing, ledger, money, queue, reconcile
 from batchrouter.errors import DomainError, ValidationFailed
 from batchrouter.extensions import client_ip, db_session
-from batchrouter.models import (LedgerAccount, LedgerEntry, LedgerTransaction, Purchase,
-                                Workspace, WorkspaceBilling)
+from batchrouter.models import (
+    LedgerAccount,
+    LedgerEntry,
+    LedgerTransaction,
+    Purchase,
+    Workspace,
+    WorkspaceBilling,
+)
 from batchrouter.records import log_security
 from batchrouter.web.operator import operator_required
 

@@ -45,7 +45,7 @@ class StripeStub:
         s.route("GET", "/v1/checkout/sessions", self._list)
         s.route("POST", "/v1/refunds", self._refund)
 
-    def start(self) -> "StripeStub":
+    def start(self) -> StripeStub:
         self.server.start()
         self.url = self.server.url
         return self

@@ -57,7 +57,7 @@ def test_ledger_cursor_paging_and_filters(client, db, stripe_stub):
 
 
 def test_checkout_errors_and_scope(app, client, db, stripe_stub):
-    user, workspace_id, secret = owner_with_key(db)
+    _user, workspace_id, secret = owner_with_key(db)
     response = client.post("/v1/billing/checkout", json={"pack": "pack_7"}, headers=bearer(secret))
     assert response.status_code == 422
     assert response.get_json()["error"]["code"] == "unknown_pack"
@@ -97,3 +97,9 @@ def test_checkout_idempotency_key_replays_the_same_session(client, db, stripe_st
     polled = client.get(f"/v1/billing/purchases/{first.get_json()['id']}",
                         headers=bearer(secret)).get_json()
     assert polled["status"] == "open"
+
+
+def test_billing_paths_are_in_the_openapi_document(client):
+    paths = client.get("/openapi.json").get_json()["paths"]
+    for path in ("/v1/billing/balance", "/v1/billing/ledger", "/v1/billing/checkout"):
+        assert path in paths

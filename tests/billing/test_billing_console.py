@@ -132,8 +132,8 @@ def test_low_balance_warning_once_per_crossing(app, client, db, stripe_stub):
     workspace_id = signed_in(client, db)
     post_form(client, "/billing/settings", {"billing_email": "ap@example.com",
                                             "low_balance_threshold": "4.00"}, page="/billing")
-    from jobs.billing import check_low_balances
     from jobs import runtime
+    from jobs.billing import check_low_balances
     runtime.install(app)
     with db.session() as s:
         ledger.reserve(s, workspace_id, "bat_low", 2_000_000)  # $3 left < $4

@@ -5,8 +5,15 @@ from sqlalchemy import select
 
 from batchrouter import ledger, reconcile
 from batchrouter.models import LedgerTransaction, Purchase, ReconciliationRun, WorkspaceBilling
-from tests.billing.helpers import (available, checkout, completed, deliver, owner_with_key,
-                                   purchase_grants, session_id_of)
+from tests.billing.helpers import (
+    available,
+    checkout,
+    completed,
+    deliver,
+    owner_with_key,
+    purchase_grants,
+    session_id_of,
+)
 from tests.billing.stripe_stub import event
 from tests.factories import login, make_user, post_form, read, workspace_of
 
@@ -48,7 +55,7 @@ def test_refund_in_stripe_reverses_and_flags(client, db, stripe_stub):
 
 def test_dispute_reverses_what_is_left_and_reports_the_spent_part(client, db, stripe_stub):
     _u, workspace_id, secret = owner_with_key(db)
-    purchase_id, sid = bought(client, db, stripe_stub, secret)  # $10 on top of $5 starter
+    _purchase_id, sid = bought(client, db, stripe_stub, secret)  # $10 on top of $5 starter
     spend(db, workspace_id, 12_000_000)  # $5 starter first, then $7 of the purchase
     dispute = {"id": "dp_1", "object": "dispute", "amount": 1000,
                "charge": stripe_stub.charge_of(sid)["id"],
@@ -154,7 +161,7 @@ def test_reconciliation_applies_a_missed_grant_once_and_reports_grants_without_p
 
 
 def test_reconciliation_pages_through_sessions(app, client, db, stripe_stub, monkeypatch):
-    _u, workspace_id, secret = owner_with_key(db)
+    _u, _workspace_id, secret = owner_with_key(db)
     ids = [checkout(client, secret)["id"] for _ in range(3)]
     for pid in ids:
         stripe_stub.pay(session_id_of(db, pid))

@@ -7,8 +7,15 @@ import requests
 from sqlalchemy import select
 
 from batchrouter.models import Purchase, SecurityEvent, StripeEvent
-from tests.billing.helpers import (available, checkout, completed, deliver, owner_with_key,
-                                   purchase_grants, session_id_of)
+from tests.billing.helpers import (
+    available,
+    checkout,
+    completed,
+    deliver,
+    owner_with_key,
+    purchase_grants,
+    session_id_of,
+)
 from tests.billing.stripe_stub import event, signed, unflatten
 from tests.factories import read
 
@@ -18,7 +25,7 @@ pytestmark = pytest.mark.pg
 
 
 def test_checkout_calls_stripe_with_the_payment_session(client, db, stripe_stub):
-    user, workspace_id, secret = owner_with_key(db)
+    _user, workspace_id, secret = owner_with_key(db)
     body = checkout(client, secret, "pack_5000")
     assert body["status"] == "open" and body["url"].startswith(stripe_stub.url + "/pay/cs_test_")
     [call] = stripe_stub.server.received("POST", "/v1/checkout/sessions")

@@ -16,11 +16,11 @@ from sqlalchemy.orm import Session
 
 import msgspec
 
-from batchrouter import bulk, ledger, manifest, money, queue, quotes, routing
+from batchrouter import bulk, ledger, manifest, money, privacy, queue, quotes, routing
 from batchrouter.db import iso, utcnow
 from batchrouter.errors import Conflict, InvalidRequest, NotFound, ValidationFailed
 from batchrouter.ids import new_id, new_ids
-from batchrouter.models import Batch, File, Item, OutboxMessage, Quote, WorkUnit
+from batchrouter.models import ApiKey, Batch, File, Item, OutboxMessage, Quote, WorkUnit
 from batchrouter.models.batches import BATCH_TERMINAL, UNIT_TERMINAL
 
 DISPATCH_JOB = "jobs.dispatch.run_work_unit"
@@ -111,6 +111,9 @@ def create_batch(session: Session, *, quote: Quote, source: ManifestLines,
                  key_id: str | None = None) -> Batch:
     """Accept a quote: reserve its high estimate, write the items in work units, and hand the
     units to the queue through the outbox — all in one transaction."""
+    if key_id:  # every API surface passes its key: a restricted account's keys start nothing
+        privacy.check_not_restricted(session, session.scalar(
+            select(ApiKey.created_by_id).where(ApiKey.id == key_id)))
     _check_quote(quote, source)
     metadata = _clean_metadata(metadata)
     session.commit()  # end any read snapshot: the workspace lock must come first

@@ -44,7 +44,8 @@ def queue_export(session: Session, settings: Settings, request: PrivacyRequest,
     if request.kind not in ("access", "export"):
         raise ValidationFailed("Only access and export requests produce an archive.",
                                code="wrong_action")
-    request.status = "in_progress"
+    if request.status == "open":
+        privacy.start(session, settings, request, operator)
     queue.add_outbox(session, EXPORT_JOB, request.id)
     privacy._log(session, "privacy_export_queued", request, operator)
 

@@ -23,6 +23,8 @@ from batchrouter.models import (AnalyticsEvent, AnalyticsPageView, ApiKey, Base,
 _USER_COLUMN = re.compile(r"(^|_)user_id$|_by_id$|^created_by$|^submitted_by$")
 _SECRET_COLUMN = re.compile(r"password|secret|token|_hash$")
 ITEM_LIMIT = 100_000
+# Workspace tables that are machinery, not data about a person (price locks, lot holds).
+WORKSPACE_SKIP = {"quotes", "reservations", "ledger_accounts"}
 
 
 def user_reference_columns(table: Table) -> list[str]:
@@ -136,6 +138,14 @@ def collect(session: Session, email: str, user_id: str | None) -> dict[str, obje
         files[f"tables/{table.name}"] = [_row(table, r)
                                          for r in session.execute(select(table).where(where))]
         tables[table.name] = f"tables/{table.name}"
+    for table in Base.metadata.sorted_tables:
+        # Anything else a workspace they own holds (webhook endpoints, purchases, …).
+        if table.name in tables or table.name in WORKSPACE_SKIP or "workspace_id" not in table.c:
+            continue
+        files[f"workspaces/{table.name}"] = [
+            _row(table, r) for r in session.execute(
+                select(table).where(table.c.workspace_id.in_(owned)).limit(ITEM_LIMIT))]
+        tables[table.name] = f"workspaces/{table.name}"
     files["index"] = {"email": email, "generated_at": utcnow().isoformat() + "Z",
                       "tables": tables}
     return files
@@ -162,6 +172,7 @@ ledger.json           credit ledger of workspaces you own
 batches.json          batches of workspaces you own or made with your keys (with webhook settings)
 feedback.json, invitations.json, support_messages.json, privacy_requests.json, emails.json
 tables/*.json         any other record that refers to you
+workspaces/*.json     other records of workspaces you own (files, webhook endpoints, …)
 
 Questions: {contact}
 """

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from batchrouter import accounts
 from batchrouter import email as mail
 from batchrouter.errors import ValidationFailed
-from batchrouter.models import SecurityEvent, SupportMessage, User
+from batchrouter.models import ErrorReport, SecurityEvent, SupportMessage, User
 from batchrouter.records import log_security
 
 MAX_MESSAGE = 5000
@@ -83,3 +83,11 @@ def audit_log(session: Session, *, workspace_id: str | None = None, user: str | 
 
 def audit_kinds(session: Session) -> list[str]:
     return sorted(session.scalars(select(SecurityEvent.kind).distinct()))
+
+
+def recent_errors(session: Session, path: str | None = None, limit: int = 50) -> list[ErrorReport]:
+    """Latest error references, optionally those whose path starts with `path`."""
+    stmt = select(ErrorReport)
+    if path:
+        stmt = stmt.where(ErrorReport.path.startswith(path))
+    return list(session.scalars(stmt.order_by(ErrorReport.created_at.desc()).limit(limit)))

@@ -7,7 +7,7 @@ from flask import Blueprint, abort, render_template, request
 from flask_login import current_user, login_required
 
 from batchrouter import email as mail
-from batchrouter import queue, teams
+from batchrouter import queue, support, teams
 from batchrouter.extensions import db_session, runtime
 from batchrouter.models import ErrorReport
 
@@ -39,7 +39,9 @@ def errors():
     """Look up an error reference a user quoted."""
     ref = (request.args.get("ref") or "").strip()
     report = db_session().get(ErrorReport, ref) if ref else None
-    return render_template("operator/errors.html", ref=ref, report=report)
+    path = (request.args.get("path") or "").strip()
+    return render_template("operator/errors.html", ref=ref, report=report, path=path,
+                           recent=support.recent_errors(db_session(), path=path or None))
 
 
 @bp.get("/system")

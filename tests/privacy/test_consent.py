@@ -9,6 +9,7 @@ from batchrouter.consent import ANALYTICS_COOKIE, CONSENT_COOKIE
 from batchrouter.models import AnalyticsEvent, AnalyticsPageView, ConsentRecord
 from tests.factories import get_csrf, login, make_user, read
 
+pytestmark = pytest.mark.pg
 HX = {"HX-Request": "true"}
 
 

@@ -9,7 +9,8 @@ from sqlalchemy import func, select
 
 from batchrouter import apievents, retention, scheduler
 from batchrouter.db import utcnow
-from batchrouter.models import (AnalyticsPageView, ApiEvent, EmailMessage, IdempotencyRecord,
+from batchrouter.models import (AnalyticsPageView, ApiEvent, EmailMessage, ErrorReport,
+                                IdempotencyRecord,
                                 PeriodicTask, RateLimitHit, RetentionRun, SecurityEvent,
                                 SupportMessage)
 from tests.factories import bearer, get_csrf, login, make_key, make_user, read
@@ -144,3 +145,18 @@ def test_retention_and_idempotency_purge_are_scheduled(db, worker):
     assert count(db, RetentionRun) == 1
     assert read(db, lambda s: s.scalars(select(IdempotencyRecord.key)).all()) == ["new"]
     assert scheduler.PERIODIC["idempotency-purge"][0] == "jobs.privacy.purge_idempotency"
+
+
+def test_error_references_are_searchable_by_operators(client, session, db):
+    make_user(session, "op@example.com", operator=True)
+    with db.session() as s:
+        s.add(ErrorReport(id="err_one", method="GET", path="/v1/batches", status=500,
+                          exception="RuntimeError: boom", traceback="tb"))
+        s.add(ErrorReport(id="err_two", method="GET", path="/batches/new", status=500,
+                          exception="KeyError", traceback="tb"))
+    login(client, "op@example.com")
+    page = html(client.get("/operator/errors"))
+    assert "err_one" in page and "err_two" in page
+    page = html(client.get("/operator/errors?path=/v1/"))
+    assert "err_one" in page and "err_two" not in page
+    assert "RuntimeError: boom" in html(client.get("/operator/errors?ref=err_one"))

@@ -137,6 +137,7 @@ def test_export_zip_holds_everything_about_the_person(client, session, db, opera
     login(client, "op@example.com")
     operator_post(client, found.id, "perform")
     assert latest_request(db).status == "in_progress"
+    assert "We are working on your privacy request" in emails_to(db, "owner@example.com")
     worker()
     done = latest_request(db)
     assert done.status == "done" and done.export_ready_at
@@ -162,6 +163,9 @@ def test_export_zip_holds_everything_about_the_person(client, session, db, opera
     referring |= {"users", "privacy_requests", "email_messages", "support_messages"}
     assert referring <= set(index), referring - set(index)
     assert all(f"{index[t]}.json" in names for t in referring)
+    # …and so is every other table a workspace they own holds data in.
+    held = {t.name for t in Base.metadata.sorted_tables if "workspace_id" in t.c}
+    assert held - {"quotes", "reservations", "ledger_accounts"} <= set(index)
     assert client.get("/privacy/export/not-a-token").status_code == 403
 
 
@@ -257,3 +261,28 @@ def test_only_operators_see_the_queue(client, session):
     make_user(session)
     login(client)
     assert client.get("/operator/privacy").status_code == 403
+
+
+def test_restriction_holds_for_every_surface_that_passes_a_key(client, session, db, app,
+                                                               seeded_catalog):
+    from batchrouter import batches, quotes
+    from batchrouter.errors import Forbidden
+    from batchrouter.models import ProcessingRestriction
+    from tests.lifecycle.helpers import chat_items, create, quote
+
+    user = make_user(session)
+    key, secret = make_key(session, user)
+    items = chat_items(2)
+    q = quote(client, secret, items)
+    with db.session() as s:
+        s.add(ProcessingRestriction(user_id=user.id))
+    with db.session() as s:  # the domain call itself refuses, whatever view calls it
+        found = quotes.get_quote(s, key.workspace_id, q["id"])
+        source = batches.request_lines(s, app.extensions["batchrouter"].storage,
+                                       key.workspace_id, {"items": items}, found)
+        with pytest.raises(Forbidden) as refused:
+            batches.create_batch(s, quote=found, source=source, key_id=key.id)
+        assert refused.value.code == "processing_restricted"
+    with db.session() as s:
+        s.execute(ProcessingRestriction.__table__.update().values(lifted_at=datetime(2026, 1, 1)))
+    assert create(client, secret, items, q["id"]).status_code == 201

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from flask import (Blueprint, current_app, flash, g, make_response, redirect, render_template,
                    request, url_for)
 from flask_login import current_user
+from sqlalchemy.exc import SQLAlchemyError
 
 from batchrouter import analytics, consent, policies
 from batchrouter.consent import ANALYTICS_COOKIE, CONSENT_COOKIE, Choice
@@ -163,11 +164,15 @@ def terms():
 def track_event(name: str) -> None:
     """Count an activation event for this visitor, only with analytics consent."""
     visitor = visitor_id()
-    if visitor and analytics_on():
-        # The request's own session: on SQLite a second writer would wait on this one's lock.
-        session = db_session()
-        analytics.count_event(session, visitor, name)
-        session.commit()
+    try:
+        if visitor and analytics_on():
+            # The request's own session: on SQLite a second writer would wait on its lock.
+            session = db_session()
+            analytics.count_event(session, visitor, name)
+            session.commit()
+    except SQLAlchemyError:  # the action the user took already committed; never fail it
+        db_session().rollback()
+        current_app.logger.warning("activation event not counted", exc_info=True)
 
 
 def _countable(response) -> bool:
@@ -181,11 +186,16 @@ def after_request(response):
     if request.endpoint == "static" or request.path.startswith(("/v1", "/openai/", "/webhooks/")):
         return response
     visitor = visitor_id()
-    if request.cookies.get(ANALYTICS_COOKIE) and not (visitor and analytics_on()):
+    try:
+        allowed = bool(visitor) and analytics_on()
+    except SQLAlchemyError:  # cannot confirm consent: count nothing, keep the page
+        db_session().rollback()
+        allowed = False
+    if request.cookies.get(ANALYTICS_COOKIE) and not allowed:
         if request.endpoint != "consent.save":  # save() set this response's cookies itself
             _delete_analytics_cookie(response)
         return response
-    if visitor and _countable(response) and analytics_on():
+    if allowed and _countable(response):
         _count_page_view(visitor)
     return response
 
@@ -194,14 +204,12 @@ def _count_page_view(visitor: str) -> None:
     """Count in the request's own session: on SQLite a second connection would wait on any
     lock this request still holds. The view is done, so anything it left uncommitted would
     be rolled back at teardown anyway. Counting never fails a page."""
-    from sqlalchemy.exc import OperationalError
-
     session = db_session()
     session.rollback()
     try:
         analytics.count_page_view(session, visitor, request.url_rule.rule)
         session.commit()
-    except OperationalError:
+    except SQLAlchemyError:
         session.rollback()
         current_app.logger.warning("page view not counted (database busy)", exc_info=True)
 

@@ -33,14 +33,28 @@ def fetch_receipt(purchase_id: str) -> str | None:
 def check_low_balances() -> int:
     """Email workspaces whose credit fell below their threshold (once per crossing)."""
     from batchrouter import billing
-    from batchrouter.models import LedgerAccount
-
     db, config = runtime.runtime().db, runtime.config()
     with db.session() as session:
-        ids = list(session.scalars(select(LedgerAccount.workspace_id).where(
-            LedgerAccount.kind == "available", LedgerAccount.workspace_id.is_not(None))))
+        ids = low_balance_candidates(session, config)
     below = 0
     for workspace_id in ids:
         with db.session() as session:
             below += billing.check_low_balance(session, config, workspace_id)
     return below
+
+
+def low_balance_candidates(session, config) -> list[str]:
+    """Workspaces that may have crossed the threshold either way: below the highest threshold
+    in use, or warned and maybe back above (everyone else is skipped without a write)."""
+    from sqlalchemy import func
+
+    from batchrouter.models import LedgerAccount, WorkspaceBilling
+
+    highest = max(config["BATCHROUTER_LOW_BALANCE_THRESHOLD"],
+                  session.scalar(select(func.max(WorkspaceBilling.low_balance_threshold))) or 0)
+    below = session.scalars(select(LedgerAccount.workspace_id).where(
+        LedgerAccount.kind == "available", LedgerAccount.workspace_id.is_not(None),
+        LedgerAccount.balance < highest))
+    warned = session.scalars(select(WorkspaceBilling.workspace_id).where(
+        WorkspaceBilling.low_balance_notified_at.is_not(None)))
+    return sorted(set(below) | set(warned))

@@ -18,7 +18,7 @@ from flask import (
 from flask_login import current_user
 from sqlalchemy import select
 
-from batchrouter import billing, ledger, security, statements, stripe_api
+from batchrouter import batches, billing, ledger, security, statements, stripe_api
 from batchrouter.errors import DomainError
 from batchrouter.extensions import client_ip, db_session
 from batchrouter.models import Purchase
@@ -61,6 +61,7 @@ def _page_context() -> dict:
     return {"balances": balances, "threshold": threshold, "settings": settings,
             "spent_month": statements.spent_this_month(session, workspace_id),
             "packs": stripe_api.packs(current_app.config), "purchases": purchases,
+            "recent_batches": batches.list_batches(session, workspace_id, limit=10),
             "configured": stripe_api.is_configured(current_app.config),
             "canceled": request.args.get("canceled"),
             "webhook_url": current_app.config["BASE_URL"].rstrip("/") + "/webhooks/stripe",

@@ -137,6 +137,9 @@ def test_low_balance_warning_once_per_crossing(app, client, db, stripe_stub):
     runtime.install(app)
     with db.session() as s:
         ledger.reserve(s, workspace_id, "bat_low", 2_000_000)  # $3 left < $4
+    from jobs.billing import low_balance_candidates
+    with db.sessionmaker() as s:
+        assert low_balance_candidates(s, app.config) == [workspace_id]
     check_low_balances()
     check_low_balances()
     [mail] = low_balance_emails(db)
@@ -153,3 +156,28 @@ def test_low_balance_warning_once_per_crossing(app, client, db, stripe_stub):
                                                   "low_balance_threshold": "x"}, page="/billing")
     assert bad.status_code == 303
     assert "Enter a valid email address." in client.get("/billing").get_data(as_text=True)
+
+
+def test_every_cent_of_a_batch_is_in_the_ledger_with_its_receipt(client, db, seeded_catalog,
+                                                                  worker):
+    from tests.lifecycle.helpers import chat_items, quote_and_create
+
+    _u, workspace_id, secret = owner_with_key(db)
+    login(client, "buyer@example.com")
+    assert "No batches yet" in client.get("/billing").get_data(as_text=True)
+    _q, batch = quote_and_create(client, secret, chat_items(3))
+    worker()
+    page = client.get("/billing").get_data(as_text=True)
+    assert 'data-testid="batch-receipt-row"' in page
+    assert f'/batches/{batch["id"]}/receipt' in page
+    rows = client.get(f"/v1/billing/ledger?batch_id={batch['id']}",
+                      headers={"Authorization": f"Bearer {secret}"}).get_json()["data"]
+    kinds = sorted({r["kind"] for r in rows})
+    assert "reserve" in kinds and "settle" in kinds and "release" in kinds
+    from decimal import Decimal
+    net = sum(Decimal(r["available_change"]) for r in rows)
+    spent = sum(Decimal(r["spent_change"]) for r in rows)
+    assert net == -spent  # what left available is exactly what was spent
+    assert sum(Decimal(r["reserved_change"]) for r in rows) == 0
+    filtered = client.get(f"/billing/ledger?batch_id={batch['id']}").get_data(as_text=True)
+    assert filtered.count('data-testid="ledger-row"') == len(rows)

@@ -171,3 +171,21 @@ def test_events_for_other_products_are_acknowledged_and_ignored(client, db, stri
         == "not a BatchRouter purchase"
     assert deliver(client, event("customer.created", {"id": "cus_1"})).get_json()["outcome"] \
         == "ignored"
+
+
+def test_paid_session_whose_purchase_row_was_never_saved_is_granted_from_metadata(
+        app, client, db, stripe_stub):
+    """The browser (or our commit) died between creating the session and saving the row."""
+    from batchrouter import stripe_api
+
+    _user, workspace_id, _secret = owner_with_key(db)
+    pack = stripe_api.find_pack(app.config, "pack_5000")
+    created = stripe_api.create_checkout(app.config, purchase_id="pur_lost", pack=pack,
+                                         workspace_id=workspace_id, email=None,
+                                         success_url="http://x/s", cancel_url="http://x/c")
+    before = available(db, workspace_id)
+    assert deliver(client, completed(stripe_stub, created["id"])).get_json()["outcome"] \
+        == "granted"
+    purchase = read(db, lambda s: s.get(Purchase, "pur_lost"))
+    assert purchase.status == "granted" and purchase.workspace_id == workspace_id
+    assert available(db, workspace_id) - before == 50_000_000

@@ -108,9 +108,10 @@ def _clean_metadata(metadata) -> dict:
 
 def create_batch(session: Session, *, quote: Quote, source: ManifestLines,
                  metadata: dict | None = None, webhook: dict | None = None,
-                 key_id: str | None = None) -> Batch:
+                 key_id: str | None = None, batch_id: str | None = None) -> Batch:
     """Accept a quote: reserve its high estimate, write the items in work units, and hand the
-    units to the queue through the outbox — all in one transaction."""
+    units to the queue through the outbox — all in one transaction. `batch_id` lets a caller
+    that announced the id before (the OpenAI surface) keep it."""
     if key_id:  # every API surface passes its key: a restricted account's keys start nothing
         privacy.check_not_restricted(session, session.scalar(
             select(ApiKey.created_by_id).where(ApiKey.id == key_id)))
@@ -121,7 +122,7 @@ def create_batch(session: Session, *, quote: Quote, source: ManifestLines,
     ledger.lock_workspace(session, quote.workspace_id)
     session.refresh(quote)
     _check_quote(quote, source)
-    batch_id = new_id("bat")
+    batch_id = batch_id or new_id("bat")
     if quote.mode == "live":
         ledger.reserve(session, quote.workspace_id, batch_id, quote.high_micros)
     choices = quotes.decode_selections(quote.selections)

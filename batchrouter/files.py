@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from typing import BinaryIO
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from batchrouter import manifest
-from batchrouter.db import iso
+from batchrouter.db import iso, utcnow
 from batchrouter.errors import NotFound, ValidationFailed
 from batchrouter.ids import new_id
 from batchrouter.models import File
@@ -92,3 +93,24 @@ def to_json(record: File) -> dict:
             "preflight": {"ok": record.preflight_error_count == 0,
                           "error_count": record.preflight_error_count,
                           "errors": record.preflight_errors}}
+
+
+def list_files(session: Session, workspace_id: str, *, purposes: tuple[str, ...],
+               after: str | None = None, order: str = "desc", limit: int = 100) -> list[File]:
+    """Live (not deleted) files of a workspace, keyset-paged by id (ids sort by creation)."""
+    stmt = select(File).where(File.workspace_id == workspace_id, File.deleted_at.is_(None),
+                              File.purpose.in_(purposes))
+    if after:
+        stmt = stmt.where(File.id < after if order == "desc" else File.id > after)
+    column = File.id.desc() if order == "desc" else File.id.asc()
+    return list(session.scalars(stmt.order_by(column).limit(limit)))
+
+
+def delete_file(session: Session, storage: FilesystemStorage, record: File) -> None:
+    """Forget a file: the row is kept (batches refer to it) but hidden, the bytes removed.
+
+    Batches already created from it are not affected: items carry their own lines."""
+    record.deleted_at = utcnow()
+    storage.delete(record.storage_key)
+    if record.purpose == "batch":
+        storage.delete(summaries_key(record.storage_key))

@@ -44,6 +44,8 @@ def finalize(session: Session, storage: FilesystemStorage, batch_id: str,
         _stop_remaining(session, batch, "cancelled" if batch.cancel_requested_at else "expired")
     batch.status = "completing"
     _write_artifacts(session, storage, batch)
+    from batchrouter.openai_artifacts import write_openai_artifacts  # (imports this module)
+    write_openai_artifacts(session, storage, batch)
     if batch.mode == "live":
         ledger.release(session, batch.workspace_id, batch.id)
     batch.status = _terminal_status(batch)

@@ -7,7 +7,7 @@ from batchrouter.api.errors import register_error_handlers
 
 
 def register_api(app: Flask) -> None:
-    from batchrouter.api import batches, billing, catalog, health, metrics, team, v1
+    from batchrouter.api import batches, billing, catalog, health, metrics, openai_compat, team, v1
     from batchrouter.api.openapi import build_spec
 
     register_error_handlers(app)
@@ -18,6 +18,7 @@ def register_api(app: Flask) -> None:
     app.register_blueprint(health.bp)
     metrics.init_app(app)
     app.register_blueprint(billing.bp)
+    app.register_blueprint(openai_compat.bp)
 
     @app.get("/openapi.json")
     def openapi():

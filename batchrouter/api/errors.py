@@ -8,6 +8,7 @@ from flask import Flask, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
+from batchrouter.api.openai_errors import PREFIX as OPENAI_PREFIX, openai_error_json
 from batchrouter.errors import DomainError
 from batchrouter.extensions import request_id, runtime
 from batchrouter.models import ErrorReport
@@ -21,6 +22,8 @@ HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "n
 
 
 def error_json(status: int, code: str, message: str, details=None, headers=None, **extra):
+    if request.path.startswith(OPENAI_PREFIX):  # that surface speaks OpenAI's envelope
+        return openai_error_json(status, code, message, details, headers, **extra)
     body = {"error": {"code": code, "message": message, **extra}}
     if details is not None:
         body["error"]["details"] = details

@@ -4,6 +4,7 @@ from batchrouter.models.accounts import ApiKey, Membership, User, UserSession, W
 from batchrouter.models.batches import Batch, Feedback, Item, Reservation, WorkUnit
 from batchrouter.models.catalog import CatalogModel, CatalogVersion, Offering, Provider
 from batchrouter.models.files import File
+from batchrouter.models.openai_compat import OpenAIBatch
 from batchrouter.models.quotes import Quote
 from batchrouter.models.purchases import (Purchase, ReconciliationRun, StripeEvent,
                                           WorkspaceBilling)
@@ -24,5 +25,5 @@ __all__ = [
     "ConsentRecord", "PrivacyRequest", "ProcessingRestriction", "RateLimitHit", "RetentionRun",
     "SupportMessage",
     "Purchase", "ReconciliationRun", "StripeEvent",
-    "WorkspaceBilling",
+    "WorkspaceBilling", "OpenAIBatch",
 ]

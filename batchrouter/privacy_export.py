@@ -24,7 +24,7 @@ _USER_COLUMN = re.compile(r"(^|_)user_id$|_by_id$|^created_by$|^submitted_by$")
 _SECRET_COLUMN = re.compile(r"password|secret|token|_hash$")
 ITEM_LIMIT = 100_000
 # Workspace tables that are machinery, not data about a person (price locks, lot holds).
-WORKSPACE_SKIP = {"quotes", "reservations", "ledger_accounts"}
+WORKSPACE_SKIP = {"quotes", "reservations", "ledger_accounts", "idempotency_records"}
 
 
 def user_reference_columns(table: Table) -> list[str]:
@@ -53,6 +53,14 @@ def _row(table: Table, row) -> dict:
 def _rows(session: Session, model, *where) -> list[dict]:
     table = model.__table__
     return [_row(table, r) for r in session.execute(select(table).where(*where))]
+
+
+def _named_rows(session: Session, name: str, where) -> list[dict]:
+    """Rows of a table known by name only (billing tables live in another area's module)."""
+    table = Base.metadata.tables.get(name)
+    if table is None:
+        return []
+    return [_row(table, r) for r in session.execute(select(table).where(where(table)))]
 
 
 def _owned_workspaces(session: Session, user_id: str) -> list[str]:
@@ -108,7 +116,12 @@ def collect(session: Session, email: str, user_id: str | None) -> dict[str, obje
                                           AnalyticsPageView.visitor_id.in_(visitors)),
                       "events": _rows(session, AnalyticsEvent,
                                       AnalyticsEvent.visitor_id.in_(visitors))},
-        "billing": {"billing_email": email,
+        "billing": {"account_email": email,
+                    "workspace_billing": _named_rows(session, "workspace_billing",
+                                                     lambda t: t.c.workspace_id.in_(owned)),
+                    "purchases": _named_rows(session, "purchases",
+                                             lambda t: or_(t.c.workspace_id.in_(owned),
+                                                           t.c.created_by_id == uid)),
                     "credit_lots": _rows(session, CreditLot, CreditLot.workspace_id.in_(owned))},
         "ledger": _ledger(session, owned),
         "batches": _batches(session, uid, owned),
@@ -125,7 +138,8 @@ def collect(session: Session, email: str, user_id: str | None) -> dict[str, obje
               "user_sessions": "sessions", "api_keys": "api_keys",
               "security_events": "security_log", "consent_records": "consent_records",
               "analytics_page_views": "analytics", "analytics_events": "analytics",
-              "credit_lots": "billing", "ledger_transactions": "ledger",
+              "credit_lots": "billing", "purchases": "billing", "workspace_billing": "billing",
+              "ledger_transactions": "ledger",
               "ledger_entries": "ledger", "batches": "batches", "items": "batches",
               "item_feedback": "feedback", "invitations": "invitations",
               "support_messages": "support_messages", "privacy_requests": "privacy_requests",
@@ -167,7 +181,7 @@ sessions.json         console sign-ins
 api_keys.json         API keys you created (metadata only)
 security_log.json     security events about you
 consent_records.json  your cookie choices; analytics.json what was counted with consent
-billing.json          billing email and credit lots (purchases and grants) of workspaces you own
+billing.json          billing emails, purchases and credit lots of workspaces you own
 ledger.json           credit ledger of workspaces you own
 batches.json          batches of workspaces you own or made with your keys (with webhook settings)
 feedback.json, invitations.json, support_messages.json, privacy_requests.json, emails.json

@@ -165,7 +165,11 @@ def test_export_zip_holds_everything_about_the_person(client, session, db, opera
     assert all(f"{index[t]}.json" in names for t in referring)
     # …and so is every other table a workspace they own holds data in.
     held = {t.name for t in Base.metadata.sorted_tables if "workspace_id" in t.c}
-    assert held - {"quotes", "reservations", "ledger_accounts"} <= set(index)
+    assert held - {"quotes", "reservations", "ledger_accounts", "idempotency_records"} \
+        <= set(index)
+    billing = json.loads(archive.read("billing.json"))
+    assert billing["account_email"] == "owner@example.com" and billing["credit_lots"]
+    assert index.get("purchases", "billing") == "billing"
     assert client.get("/privacy/export/not-a-token").status_code == 403
 
 

@@ -193,11 +193,16 @@ def offering_document(o: Offering) -> dict:
 
 def is_configured(provider: Provider, credentials: dict) -> bool:
     """Routable here: this installation has the provider's adapter, and its credential is set
-    (sandbox needs none)."""
+    in the environment or the console (sandbox needs none). `credentials` holds the config
+    keys plus `stored_providers`, the slugs with access saved in the console."""
     from batchrouter import providers
 
     if provider.adapter not in providers.ADAPTERS:
         return False
+    if provider.slug in credentials.get("stored_providers", ()):
+        return True  # access saved in the console
+    if provider.adapter == "compatible":
+        return bool(provider.base_url)  # e.g. a local Ollama needs no key
     return not provider.credential_env or bool(credentials.get(provider.credential_env))
 
 

@@ -100,6 +100,20 @@ class Defaults:
     BATCHROUTER_SANDBOX_LATENCY_MS = 0
     BATCHROUTER_SANDBOX_FAILURE_RATE = 0.0
     BATCHROUTER_SANDBOX_BATCH_DELAY = 2.0
+    # Provider lanes: requests in flight per lane inside one work unit, read timeout of one
+    # call (seconds), and how long a provider batch may make no progress before it is
+    # treated as stalled and its items re-routed (seconds).
+    BATCHROUTER_LANE_CONCURRENCY = 64
+    BATCHROUTER_PROVIDER_TIMEOUT = 60.0
+    BATCHROUTER_STALL_WINDOW = 3600.0
+    # Circuit breakers per provider and per lane: open when at least MIN_CALLS calls in the
+    # rolling window (seconds) failed at FAILURE_RATIO or more; half-open after COOLDOWN
+    # seconds with PROBES trial calls.
+    BATCHROUTER_BREAKER_WINDOW = 120
+    BATCHROUTER_BREAKER_MIN_CALLS = 10
+    BATCHROUTER_BREAKER_FAILURE_RATIO = 0.5
+    BATCHROUTER_BREAKER_COOLDOWN = 30.0
+    BATCHROUTER_BREAKER_PROBES = 3
     # Lifetime of signed artifact download links (seconds).
     BATCHROUTER_ARTIFACT_URL_TTL = 900
     # How many reverse proxies in front of the app set X-Forwarded-* (0 = trust none).

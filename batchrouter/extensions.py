@@ -80,12 +80,13 @@ def account_settings() -> accounts.Settings:
 
 def quote_settings():
     """Quote settings from config: provider credentials, fee, manifest limits, lock TTL."""
-    from batchrouter import quotes
+    from batchrouter import provider_config, quotes
 
     cfg = current_app.config
     return quotes.Settings(
-        credentials={k: cfg.get(k) for k in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY",
-                                             "OPENROUTER_API_KEY")},
+        credentials={**{k: cfg.get(k) for k in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY",
+                                                "OPENROUTER_API_KEY")},
+                     "stored_providers": provider_config.configured_slugs(db_session())},
         fee_ppm=cfg["BATCHROUTER_SERVICE_FEE_PPM"], ttl=cfg["BATCHROUTER_QUOTE_TTL"],
         limits=manifest_limits())
 

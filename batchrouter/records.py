@@ -38,6 +38,9 @@ LABELS = {
     "billing_settings_changed": "Billing settings changed",
     "stripe_webhook_rejected": "Stripe webhook rejected",
     "reconciliation_finding": "Billing reconciliation finding",
+    "provider_access_saved": "Provider access saved",
+    "provider_key_removed": "Provider key removed",
+    "provider_registered": "Provider registered",
 }
 
 

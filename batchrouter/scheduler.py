@@ -25,6 +25,8 @@ PERIODIC = {
     "records-flush": ("jobs.privacy.flush_api_events", 10),
     "billing-reconcile": ("jobs.billing.reconcile", 24 * 3600),
     "low-balance": ("jobs.billing.check_low_balances", 300),
+    "provider-health": ("jobs.maintenance.provider_health", 30),
+    "hybrid-tail": ("jobs.maintenance.hybrid_tail", 30),
 }
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from batchrouter import dispatch, finalize, logs, queue
+from batchrouter import dispatch, finalize, health, logs, provider_config, queue
 from batchrouter.models import Batch, WorkUnit
 from batchrouter.providers import ProviderSettings, get_provider
 from jobs import runtime
@@ -20,15 +20,30 @@ def _log_context(unit_id: str | None = None, batch_id: str | None = None) -> Non
         logs.bind(batch_id=row.id, workspace_id=row.workspace_id)
 
 
+def breaker_health() -> health.Health:
+    """The Redis-shared breakers with the configured policy."""
+    cfg = runtime.config()
+    return health.Health(runtime.runtime().redis, health.policy_from(cfg))
+
+
 def settings() -> dispatch.Settings:
     cfg = runtime.config()
+    rt = runtime.runtime()
+    with rt.db.session() as session:
+        connections = provider_config.connections(session, cfg)
+        rates = provider_config.rate_limits(session)
     return dispatch.Settings(
         lease_seconds=cfg["BATCHROUTER_UNIT_LEASE"], poll_interval=cfg["BATCHROUTER_POLL_INTERVAL"],
         retry_base_delay=cfg["BATCHROUTER_RETRY_BASE_DELAY"],
         providers=ProviderSettings(sandbox_latency_ms=cfg["BATCHROUTER_SANDBOX_LATENCY_MS"],
                                    sandbox_failure_rate=cfg["BATCHROUTER_SANDBOX_FAILURE_RATE"],
                                    sandbox_batch_delay=cfg["BATCHROUTER_SANDBOX_BATCH_DELAY"],
-                                   sandbox_state_dir=cfg["BATCHROUTER_STORAGE_ROOT"]))
+                                   sandbox_state_dir=cfg["BATCHROUTER_STORAGE_ROOT"],
+                                   connections=connections,
+                                   concurrency=cfg["BATCHROUTER_LANE_CONCURRENCY"],
+                                   timeout=cfg["BATCHROUTER_PROVIDER_TIMEOUT"]),
+        health=breaker_health(), rates=rates,
+        stall_seconds=cfg["BATCHROUTER_STALL_WINDOW"])
 
 
 def run_work_unit(unit_id: str) -> str:

@@ -26,3 +26,20 @@ def expire_credit() -> int:
 
     with runtime.runtime().db.session() as session:
         return ledger.expire_lots(session)
+
+
+def provider_health() -> dict:
+    """Write the breakers' view of each provider and lane back to the catalog."""
+    from batchrouter import provider_status
+    from jobs.dispatch import breaker_health
+
+    with runtime.runtime().db.session() as session:
+        return provider_status.write_back(session, breaker_health())
+
+
+def hybrid_tail() -> int:
+    """Move the unfinished batch-lane items of hybrid batches past 80 % of their window."""
+    from batchrouter import tail
+
+    with runtime.runtime().db.session() as session:
+        return tail.move_tail(session)

@@ -5,6 +5,9 @@
     stub.start()            # stub.url == "http://127.0.0.1:<port>"
     ...                     # point an SDK at stub.url
     stub.requests           # every request received: method, path, headers, body, json
+
+A handler may answer bytes (sent verbatim: JSONL files, truncated bodies) or RESET (the
+connection is dropped without an answer).
 """
 from __future__ import annotations
 
@@ -27,6 +30,9 @@ class Recorded:
         return json.loads(self.body or b"null")
 
 
+RESET = object()
+
+
 @dataclass
 class StubServer:
     host: str = "127.0.0.1"
@@ -35,7 +41,7 @@ class StubServer:
 
     def route(self, method: str, path: str, handler) -> None:
         """handler(Recorded) -> (status, json_body or bytes[, headers]) or a list of them to
-        play in turn."""
+        play in turn. A path ending in `*` matches every path with that prefix."""
         self.routes[(method.upper(), path)] = handler
 
     def start(self) -> "StubServer":
@@ -52,7 +58,9 @@ class StubServer:
                 rec = Recorded(self.command, path, {k.lower(): v for k, v in self.headers.items()},
                                body, query)
                 stub.requests.append(rec)
-                handler = stub.routes.get((self.command, path))
+                handler = stub.routes.get((self.command, path)) or next(
+                    (h for (m, p), h in stub.routes.items() if m == self.command
+                     and p.endswith("*") and path.startswith(p[:-1])), None)
                 if handler is None:
                     status, payload, headers = 404, {"error": "no stub route"}, {}
                 else:
@@ -61,13 +69,17 @@ class StubServer:
                         result = result(rec) if callable(result) else result
                     else:
                         result = handler(rec)
+                    if result is RESET:
+                        self.close_connection = True
+                        self.connection.shutdown(2)
+                        return
                     status, payload = result[0], result[1]
                     headers = result[2] if len(result) > 2 else {}
-                # bytes are sent as they are (an HTML page, with its Content-Type in headers)
+                # bytes are sent as they are (an HTML page, a JSONL file, a truncated body)
                 raw = isinstance(payload, bytes)
                 data = payload if raw else json.dumps(payload).encode()
                 self.send_response(status)
-                if not raw or "Content-Type" not in headers:
+                if "Content-Type" not in headers:
                     self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 for k, v in headers.items():

@@ -1,9 +1,9 @@
 """Public catalog endpoints and the manifest/quote endpoints (SPEC §4, §6)."""
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 
-from batchrouter import catalog, files, ledger, manifest, quotes
+from batchrouter import catalog, files, health, ledger, manifest, provider_status, quotes
 from batchrouter.api.auth import current_principal, require
 from batchrouter.api.idempotent import idempotent
 from batchrouter.api.v1 import json_body
@@ -49,10 +49,17 @@ def list_models():
 def list_providers():
     """Providers with whether credentials are present and their health (public)."""
     settings = quote_settings()
+    breakers = health.Health(runtime().redis, health.policy_from(current_app.config))
+    waiting = provider_status.backlog(db_session())
     data = [{"id": p.slug, "object": "provider", "name": p.name, "adapter": p.adapter,
              "base_url": p.base_url,
              "configured": catalog.is_configured(p, settings.credentials),
              "enabled": p.enabled, "health": p.health, "breaker_open": p.breaker_open,
+             "breaker": breakers.state(p.slug),
+             "success_rate": round(breakers.window(p.slug)["success_rate"], 3),
+             "lanes": [{"lane": o.lane, "health": o.health, "breaker": breakers.state(o.lane),
+                        "backlog_items": waiting.get(o.lane, {}).get("items", 0)}
+                       for o in sorted(p.offerings, key=lambda o: o.position)],
              "regions": p.regions, "max_batch_items": p.max_batch_items,
              "max_batch_bytes": p.max_batch_bytes, "notes": p.notes}
             for p in catalog.list_providers(db_session())]

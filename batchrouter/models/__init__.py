@@ -15,6 +15,7 @@ from batchrouter.models.privacy import (AnalyticsEvent, AnalyticsPageView, ApiEv
                                         RetentionRun, SupportMessage)
 from batchrouter.models.system import IdempotencyRecord, OutboxMessage, PeriodicTask
 from batchrouter.models.teams import Invitation
+from batchrouter.models.providers import ProviderCredential
 
 __all__ = [
     "Base", "ApiKey", "Membership", "User", "UserSession", "Workspace", "CreditLot",
@@ -25,5 +26,5 @@ __all__ = [
     "ConsentRecord", "PrivacyRequest", "ProcessingRestriction", "RateLimitHit", "RetentionRun",
     "SupportMessage",
     "Purchase", "ReconciliationRun", "StripeEvent",
-    "WorkspaceBilling", "OpenAIBatch",
+    "WorkspaceBilling", "OpenAIBatch", "ProviderCredential",
 ]

@@ -25,6 +25,8 @@ class ItemRequest:
     url: str  # /v1/chat/completions | /v1/responses | /v1/embeddings
     body: dict
     attempt: int = 1  # this item's attempt number across lanes
+    # The batch's provider preferences, for routers that take them (OpenRouter's `provider`).
+    routing: dict | None = None
 
 
 @dataclass
@@ -39,6 +41,7 @@ class ItemResult:
     reported_cost_micros: int | None = None
     error: dict | None = None  # {code, message, provider?, status_code?, retryable}
     latency_ms: int = 0
+    served_by: str | None = None  # the upstream that served it (OpenRouter's `provider`)
 
 
 @dataclass
@@ -59,7 +62,11 @@ class Poll:
 class Provider(Protocol):
     slug: str
 
-    def submit(self, model: str, mode: str, requests: list[ItemRequest]) -> Submission: ...
+    def submit(self, model: str, mode: str, requests: list[ItemRequest], *,
+               tag: str | None = None, resume_since: float | None = None) -> Submission:
+        """`tag` names the work unit on the provider side; with `resume_since` (a unix time)
+        a native submit first adopts provider batches it already created for that tag, so a
+        crash between submit and commit never leaves an orphan batch running twice."""
 
     def poll(self, handle: dict) -> Poll: ...
 
@@ -67,13 +74,15 @@ class Provider(Protocol):
 
 
 def error(code: str, message: str, *, retryable: bool, provider: str | None = None,
-          status_code: int | None = None) -> dict:
-    """A structured item error (SPEC §5)."""
+          status_code: int | None = None, retry_after: float | None = None) -> dict:
+    """A structured item error (SPEC §5); `retry_after` is the provider's hint in seconds."""
     body = {"code": code, "message": message, "retryable": retryable}
     if provider:
         body["provider"] = provider
     if status_code is not None:
         body["status_code"] = status_code
+    if retry_after:
+        body["retry_after"] = round(retry_after, 3)
     return body
 
 

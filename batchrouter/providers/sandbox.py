@@ -48,14 +48,22 @@ class SandboxProvider:
         # Where "provider-side" batch results wait until ready (like a provider's output file).
         self.state_dir = Path(state_dir or tempfile.gettempdir()) / "sandbox-batches"
 
-    def submit(self, model: str, mode: str, requests: list[ItemRequest]) -> Submission:
+    def submit(self, model: str, mode: str, requests: list[ItemRequest], *,
+               tag: str | None = None, resume_since: float | None = None) -> Submission:
         if mode == "batch":
-            batch_id = f"sandbox_batch_{uuid.uuid4().hex[:16]}"
             self.state_dir.mkdir(parents=True, exist_ok=True)
+            if tag and resume_since is not None:
+                adopted = self._find(tag)
+                if adopted:
+                    return Submission(handle=adopted)
+            batch_id = f"sandbox_batch_{uuid.uuid4().hex[:16]}"
             results = [self.answer(model, r) for r in requests]
             (self.state_dir / f"{batch_id}.msgpack").write_bytes(msgspec.msgpack.encode(results))
-            return Submission(handle={"id": batch_id, "model": model, "count": len(requests),
-                                      "ready_at": time.time() + self.batch_delay})
+            handle = {"id": batch_id, "model": model, "count": len(requests),
+                      "ready_at": time.time() + self.batch_delay}
+            if tag:  # like a provider batch's metadata: findable by the unit that made it
+                (self.state_dir / f"tag-{tag}.json").write_bytes(msgspec.json.encode(handle))
+            return Submission(handle=handle)
         return Submission(results=[self.answer(model, r) for r in requests])
 
     def poll(self, handle: dict) -> Poll:
@@ -66,6 +74,10 @@ class SandboxProvider:
             return Poll("expired")  # the provider lost it: items retry or fall back
         results = msgspec.msgpack.decode(path.read_bytes(), type=list[ItemResult])
         return Poll("done", results=results)
+
+    def _find(self, tag: str) -> dict | None:
+        path = self.state_dir / f"tag-{tag}.json"
+        return msgspec.json.decode(path.read_bytes()) if path.exists() else None
 
     def cancel(self, handle: dict) -> None:
         (self.state_dir / f"{handle['id']}.msgpack").unlink(missing_ok=True)

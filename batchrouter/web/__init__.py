@@ -18,6 +18,8 @@ def register_web(app: Flask) -> None:
     recording.init_app(app)
     for module in (consent, operator_privacy, operator_records, privacy, support):
         app.register_blueprint(module.bp)
+    from batchrouter.web import operator_providers
+    app.register_blueprint(operator_providers.bp)
     for module in (auth, batches, console, keys, operator, operator_catalog, public, quote,
                    team, billing, operator_billing):
         app.register_blueprint(module.bp)

@@ -171,14 +171,15 @@ def _run_sync(db: Database, unit_id: str, worker: str, settings: Settings) -> st
             if _past_deadline(batch):
                 queue.add_outbox(s, FINALIZE_JOB, batch.id)
                 return "deadline-passed"
-            allowed = admitted(settings, unit, CHUNK)
+            size = min(1000, max(CHUNK, settings.providers.concurrency))
+            allowed = admitted(settings, unit, size)
             if allowed == 0:
                 # Breaker open: items with a fallback move on; the others wait it out.
                 degrade(s, unit_id, "provider_unhealthy",
                         f"The {unit.lane} lane is unhealthy (circuit breaker open).")
                 wait = max(wait, _cooldown(settings, unit))
                 break
-            chunk = _take_chunk(s, unit, after, allowed)
+            chunk = _take_chunk(s, unit, after, allowed)  # a chunk keeps the lane busy
             routing = routing_of(batch)
             requests = [build_request(item_id, line, attempts + 1)
                         for _seq, item_id, line, attempts in chunk]
@@ -201,7 +202,7 @@ def _run_sync(db: Database, unit_id: str, worker: str, settings: Settings) -> st
             if not renew(s, unit_id, worker, settings.lease_seconds):
                 return "lease-lost"
             ingest(s, unit_id, submission.results)
-        if allowed < CHUNK and len(chunk) >= allowed:
+        if allowed < size and len(chunk) >= allowed:
             break  # half-open: the probes went; the rest waits for their verdict
     with db.session() as s:
         complete_unit(s, unit_id, settings, wait=wait)
@@ -225,7 +226,7 @@ def _take_chunk(session: Session, unit: WorkUnit, after: int, limit: int = CHUNK
     rows = session.execute(select(Item.seq, Item.id, Item.line, Item.status, Item.attempts)
                            .where(Item.work_unit_id == unit.id, Item.status.in_(ACTIVE),
                                   Item.seq > after)
-                           .order_by(Item.seq).limit(min(limit, CHUNK))).all()
+                           .order_by(Item.seq).limit(limit)).all()
     pending = [r.id for r in rows if r.status == "pending"]
     if pending:
         _start_items(session, unit.batch_id, Item.id.in_(pending))

@@ -41,7 +41,8 @@ def settings() -> dispatch.Settings:
                                    sandbox_state_dir=cfg["BATCHROUTER_STORAGE_ROOT"],
                                    connections=connections,
                                    concurrency=cfg["BATCHROUTER_LANE_CONCURRENCY"],
-                                   timeout=cfg["BATCHROUTER_PROVIDER_TIMEOUT"]),
+                                   timeout=cfg["BATCHROUTER_PROVIDER_TIMEOUT"],
+                                   transport=cfg["BATCHROUTER_SYNC_TRANSPORT"]),
         health=breaker_health(), rates=rates,
         stall_seconds=cfg["BATCHROUTER_STALL_WINDOW"])
 

@@ -31,6 +31,7 @@ class ProviderSettings:
     connections: dict = field(default_factory=dict)  # provider slug -> Connection
     concurrency: int = 64  # requests in flight per lane inside one work unit
     timeout: float = 60.0  # read timeout of one provider call (seconds)
+    transport: str = "httpx"  # sync lanes' HTTP transport: httpx (SDK default) or aiohttp
 
 
 def get_provider(slug: str, settings: ProviderSettings):
@@ -43,12 +44,14 @@ def get_provider(slug: str, settings: ProviderSettings):
     conn = settings.connections.get(slug)
     if conn is None:
         raise LookupError(f"no adapter for provider {slug!r}")
-    return connect(slug, conn, settings.concurrency, settings.timeout)
+    return connect(slug, conn, settings.concurrency, settings.timeout, settings.transport)
 
 
-def connect(slug: str, conn: Connection, concurrency: int = 64, timeout: float = 60.0):
+def connect(slug: str, conn: Connection, concurrency: int = 64, timeout: float = 60.0,
+            transport: str = "httpx"):
     """An adapter instance for a resolved connection."""
-    limits = {"max_batch_items": conn.max_batch_items, "max_batch_bytes": conn.max_batch_bytes}
+    limits = {"max_batch_items": conn.max_batch_items, "max_batch_bytes": conn.max_batch_bytes,
+              "transport": transport}
     if conn.adapter == "anthropic":
         from batchrouter.providers.anthropic_api import AnthropicProvider
 

@@ -7,16 +7,15 @@ batch created since the unit recorded its intent with exactly the shard's reques
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import time
 
 import anthropic
 
-from batchrouter.providers import classify
+from batchrouter.providers import classify, fanout
 from batchrouter.providers.base import ItemRequest, ItemResult, Poll, Submission, error
-from batchrouter.providers.fanout import run_bounded
+from batchrouter.providers.openai_api import http_client
 
 DEFAULT_MAX_TOKENS = 4096
 STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
@@ -145,9 +144,9 @@ def from_message(item_id: str, message: dict, latency_ms: int = 0) -> ItemResult
 class AnthropicProvider:
     def __init__(self, slug: str, base_url: str, api_key: str | None, *, concurrency: int = 64,
                  timeout: float = 60.0, max_batch_items: int = 100_000,
-                 max_batch_bytes: int = 256 * 1024 * 1024):
+                 max_batch_bytes: int = 256 * 1024 * 1024, transport: str = "httpx"):
         self.slug, self.base_url, self.api_key = slug, base_url.rstrip("/"), api_key or "none"
-        self.concurrency, self.timeout = concurrency, timeout
+        self.concurrency, self.timeout, self.transport = concurrency, timeout, transport
         self.max_batch_items = max_batch_items or 100_000
         self.max_batch_bytes = max_batch_bytes or 256 * 1024 * 1024
 
@@ -159,14 +158,19 @@ class AnthropicProvider:
                tag: str | None = None, resume_since: float | None = None) -> Submission:
         if mode == "batch":
             return Submission(handle=self._submit_batch(model, requests, resume_since))
-        return Submission(results=asyncio.run(self._sync_all(model, requests)))
+        return Submission(results=fanout.run(self._sync_all(model, requests)))
+
+    def _async_client(self) -> anthropic.AsyncAnthropic:
+        return anthropic.AsyncAnthropic(
+            api_key=self.api_key, base_url=self.base_url, max_retries=0, timeout=self.timeout,
+            http_client=http_client(anthropic, self.concurrency, self.timeout, self.transport))
 
     async def _sync_all(self, model: str, requests: list[ItemRequest]) -> list[ItemResult]:
-        client = anthropic.AsyncAnthropic(api_key=self.api_key, base_url=self.base_url,
-                                          max_retries=0, timeout=self.timeout)
-        async with client:
-            return await run_bounded([lambda r=r: self._call(client, model, r)
-                                      for r in requests], self.concurrency)
+        key = ("anthropic", self.base_url, self.api_key, self.timeout, self.transport,
+               self.concurrency)
+        client = fanout.client(key, self._async_client)
+        return await fanout.run_bounded([lambda r=r: self._call(client, model, r)
+                                         for r in requests], self.concurrency)
 
     async def _call(self, client, model: str, request: ItemRequest) -> ItemResult:
         started = time.monotonic()

@@ -9,18 +9,30 @@ batch metadata so a resubmission after a crash adopts the batch instead of creat
 """
 from __future__ import annotations
 
-import asyncio
 import time
 
 import openai
 import orjson
 
-from batchrouter.providers import classify
+from batchrouter.providers import classify, fanout
 from batchrouter.providers.base import ItemRequest, ItemResult, Poll, Submission, error
-from batchrouter.providers.fanout import run_bounded
 
 TAG_KEY = "batchrouter_unit"
 DONE = {"completed", "expired", "failed", "cancelled"}
+
+
+def http_client(sdk, concurrency: int, timeout: float, transport: str):
+    """The async HTTP client for a lane: aiohttp carries far more concurrent requests per core
+    than the default transport (../shared/reference/performance.md §8), and the default's pool
+    must not cap concurrency below the lane's (httpx's 100 connections silently would). The
+    wire format is the SDK's either way."""
+    if transport == "aiohttp":
+        return sdk.DefaultAioHttpClient(timeout=timeout)
+    import httpx2
+
+    return sdk.DefaultAsyncHttpxClient(timeout=timeout, limits=httpx2.Limits(
+        max_connections=max(100, concurrency * 2),
+        max_keepalive_connections=max(100, concurrency)))
 
 
 def _chat_output(body: dict) -> tuple[dict, dict]:
@@ -83,10 +95,11 @@ class OpenAIProvider:
 
     def __init__(self, slug: str, base_url: str, api_key: str | None, *, native_batch: bool,
                  openrouter: bool = False, concurrency: int = 64, timeout: float = 60.0,
-                 max_batch_items: int = 50_000, max_batch_bytes: int = 200 * 1024 * 1024):
+                 max_batch_items: int = 50_000, max_batch_bytes: int = 200 * 1024 * 1024,
+                 transport: str = "httpx"):
         self.slug, self.base_url, self.api_key = slug, base_url.rstrip("/"), api_key or "none"
         self.native_batch, self.openrouter = native_batch, openrouter
-        self.concurrency, self.timeout = concurrency, timeout
+        self.concurrency, self.timeout, self.transport = concurrency, timeout, transport
         self.max_batch_items = max_batch_items or 50_000
         self.max_batch_bytes = max_batch_bytes or 200 * 1024 * 1024
 
@@ -102,14 +115,19 @@ class OpenAIProvider:
             if not self.native_batch:
                 raise LookupError(f"{self.slug} has no native batch API")
             return Submission(handle=self._submit_batch(model, requests, tag, resume_since))
-        return Submission(results=asyncio.run(self._sync_all(model, requests)))
+        return Submission(results=fanout.run(self._sync_all(model, requests)))
+
+    def _async_client(self) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(api_key=self.api_key, base_url=self.base_url, max_retries=0,
+                                  timeout=self.timeout, http_client=http_client(
+                                      openai, self.concurrency, self.timeout, self.transport))
 
     async def _sync_all(self, model: str, requests: list[ItemRequest]) -> list[ItemResult]:
-        client = openai.AsyncOpenAI(api_key=self.api_key, base_url=self.base_url,
-                                    max_retries=0, timeout=self.timeout)
-        async with client:
-            return await run_bounded([lambda r=r: self._call(client, model, r)
-                                      for r in requests], self.concurrency)
+        key = ("openai", self.base_url, self.api_key, self.timeout, self.transport,
+               self.concurrency)
+        client = fanout.client(key, self._async_client)
+        return await fanout.run_bounded([lambda r=r: self._call(client, model, r)
+                                         for r in requests], self.concurrency)
 
     def body_for(self, model: str, request: ItemRequest) -> dict:
         body = {**request.body, "model": model}

@@ -95,9 +95,24 @@ def _who() -> tuple[str | None, str | None]:
     return None, None
 
 
+def _abandon_request_transaction() -> None:
+    """Roll back the failed request's own transaction first: on SQLite it may hold the write
+    lock, and the report's separate session would wait out busy_timeout behind it."""
+    from flask import g
+
+    session = g.get("db_session")
+    if session is None:
+        return
+    try:
+        session.rollback()
+    except Exception:  # noqa: BLE001 - a broken connection must not hide the original error
+        log.warning("could not roll back the failed request's transaction", exc_info=True)
+
+
 def record_error(exc: BaseException) -> str:
     """Store the traceback under a reference the user can quote to the operator."""
     user_id, workspace_id = _who()
+    _abandon_request_transaction()
     try:
         with runtime().db.session() as session:
             report = ErrorReport(method=request.method, path=request.path[:500], status=500,

@@ -120,6 +120,29 @@ def test_unexpected_error_is_500_with_reference_and_no_traceback(client, session
     assert report.request_id == response.headers["X-Request-Id"]
 
 
+def test_error_in_a_writing_request_is_recorded_without_waiting_on_its_own_lock(
+        client, session, secret, monkeypatch):
+    """On SQLite a POST holds the write lock from its first statement; the error report is
+    written in its own session, so the failed request's transaction must be let go first."""
+    from batchrouter import apikeys
+    from batchrouter.extensions import db_session
+    from batchrouter.models import SecurityEvent
+
+    def write_then_explode(*_args, **_kwargs):
+        db_session().add(SecurityEvent(kind="test.half_done", details={}))
+        db_session().flush()
+        raise RuntimeError("boom after a write")
+
+    monkeypatch.setattr(apikeys, "create_key", write_then_explode)
+    response = client.post(KEYS, headers=bearer(secret), json={"name": "x"})
+    error = assert_error(response, 500, "internal_error")
+    # "req-…" is the fallback used when the report could not be stored.
+    assert error["error_reference"].startswith("err_")
+    session.commit()
+    assert session.get(ErrorReport, error["error_reference"]) is not None
+    assert session.query(SecurityEvent).filter_by(kind="test.half_done").count() == 0
+
+
 # --- 7. Rate limits ------------------------------------------------------------------------
 
 def assert_rate_limited(response):

@@ -59,6 +59,15 @@ def account(session: Session, workspace_id: str | None, kind: str) -> LedgerAcco
     return found
 
 
+def account_id(session: Session, workspace_id: str, kind: str) -> int | None:
+    """Id of a workspace's ledger account, or None before its first posting.
+
+    For read paths: account() creates the row, and a write inside a GET's deferred SQLite
+    transaction fails with "database is locked" when a worker holds the write lock."""
+    return session.scalar(select(LedgerAccount.id).where(
+        LedgerAccount.workspace_id == workspace_id, LedgerAccount.kind == kind))
+
+
 def _post(session: Session, txn: LedgerTransaction, lines: list[tuple]) -> None:
     """Write the entries of one transaction; they must sum to zero (double entry).
 
@@ -329,9 +338,9 @@ def daily_spend(session: Session, workspace_id: str, days: int = 30) -> list[tup
 
     today = utcnow().date()
     since = today - timedelta(days=days - 1)
-    spent = account(session, workspace_id, "spent")
+    spent_id = account_id(session, workspace_id, "spent")
     rows = session.execute(select(LedgerEntry.created_at, LedgerEntry.amount).where(
-        LedgerEntry.account_id == spent.id, LedgerEntry.amount > 0,
+        LedgerEntry.account_id == spent_id, LedgerEntry.amount > 0,
         LedgerEntry.created_at >= datetime.combine(since, datetime.min.time()))).all()
     totals: dict = {}
     for created_at, amount in rows:

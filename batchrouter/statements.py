@@ -21,9 +21,9 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 def spent_this_month(session: Session, workspace_id: str) -> int:
     start = utcnow().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    spent = ledger.account(session, workspace_id, "spent")
+    spent_id = ledger.account_id(session, workspace_id, "spent")
     return int(session.scalar(select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
-        LedgerEntry.account_id == spent.id, LedgerEntry.created_at >= start)) or 0)
+        LedgerEntry.account_id == spent_id, LedgerEntry.created_at >= start)) or 0)
 
 
 def links(key: str) -> dict:

@@ -82,6 +82,27 @@ def test_console_pages_render_for_the_owner(owner_client, path, marks):
     assert "Sign out" in body
 
 
+@pytest.mark.parametrize("path", ["/", "/billing"])
+def test_reading_pages_create_no_ledger_accounts(owner_client, path):
+    """GETs run in deferred SQLite transactions: a write there (a lazily created "spent"
+    account) fails with "database is locked" whenever a worker holds the write lock."""
+    from sqlalchemy import event
+
+    engine = owner_client.application.extensions["batchrouter"].db.engine
+    writes = []
+
+    def spy(_conn, _cursor, statement, *_args):
+        if statement.lstrip().upper().startswith("INSERT INTO LEDGER"):
+            writes.append(statement)
+
+    event.listen(engine, "before_cursor_execute", spy)
+    try:
+        assert owner_client.get(path).status_code == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", spy)
+    assert writes == []
+
+
 @pytest.mark.parametrize("path, marks", [
     ("/operator/system", ("<h1>Operator</h1>", "Live workers", "Queue “default”")),
     ("/operator/emails", ("<h1>Emails</h1>", "Recipient")),

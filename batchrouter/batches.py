@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 
 import msgspec
 
-from batchrouter import bulk, ledger, manifest, money, privacy, queue, quotes, routing
+from batchrouter import (bulk, ledger, manifest, money, privacy, queue, quotes, routing,
+                         webhooks)
 from batchrouter.db import iso, utcnow
 from batchrouter.errors import Conflict, InvalidRequest, NotFound, ValidationFailed
 from batchrouter.ids import new_id, new_ids
@@ -145,6 +146,7 @@ def create_batch(session: Session, *, quote: Quote, source: ManifestLines,
     batch.units_total = len(units)
     quote.status, quote.accepted_at = "accepted", now
     _enqueue_units(session, units)
+    webhooks.on_batch_created(session, batch)
     return batch
 
 

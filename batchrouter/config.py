@@ -25,6 +25,9 @@ class Defaults:
     RESEND_API_KEY = None
     RESEND_API_URL = None
     EMAIL_FROM = "BatchRouter <no-reply@batchrouter.local>"
+    # Signing secret (whsec_…) of the Resend webhook pointed at POST /webhooks/resend; unset,
+    # that route answers 404 and delivery statuses stay as sent.
+    BATCHROUTER_RESEND_WEBHOOK_SECRET = None
     STRIPE_SECRET_KEY = None
     STRIPE_WEBHOOK_SECRET = None
     STRIPE_API_BASE = None
@@ -66,8 +69,9 @@ class Defaults:
     BATCHROUTER_SESSION_IDLE_TTL = 8 * 3600
     # Largest request body accepted (bytes); manifests may be large.
     BATCHROUTER_MAX_CONTENT_LENGTH = 512 * 1024 * 1024
-    # RQ queue names; "default" carries everything until a queue earns its own workers.
-    BATCHROUTER_QUEUES = ("default",)
+    # RQ queue names a worker listens on, in priority order; "webhooks" carries the delivery
+    # pumps (jobs.webhooks), so receivers never sit in front of dispatch work on "default".
+    BATCHROUTER_QUEUES = ("default", "webhooks")
     # Seconds between scheduler ticks in each worker (outbox drain + periodic jobs).
     BATCHROUTER_SCHEDULER_TICK = 2.0
     # A claimed-but-not-enqueued outbox row is retried after this many seconds.
@@ -119,6 +123,10 @@ class Defaults:
     BATCHROUTER_BREAKER_PROBES = 3
     # Lifetime of signed artifact download links (seconds).
     BATCHROUTER_ARTIFACT_URL_TTL = 900
+    # Webhook delivery: requests in flight per pump job, and per endpoint (a slow receiver
+    # holds at most this many of them).
+    BATCHROUTER_WEBHOOK_THREADS = 64
+    BATCHROUTER_WEBHOOK_ENDPOINT_CONCURRENCY = 4
     # How many reverse proxies in front of the app set X-Forwarded-* (0 = trust none).
     BATCHROUTER_TRUSTED_PROXIES = 0
     # /metrics: a bearer token for scrapers (unset: only signed-in operators may read it), and

@@ -6,10 +6,9 @@ is sent if and only if the change that wants it commits. `deliver` runs in the j
 from __future__ import annotations
 
 from dataclasses import dataclass
-from html import escape
 
 import resend
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -19,8 +18,10 @@ from batchrouter.config import ROOT
 from batchrouter.db import utcnow
 from batchrouter.models import EmailMessage
 
-_ENV = Environment(loader=FileSystemLoader(str(ROOT / "templates" / "email")),
-                   undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+_LOADER = FileSystemLoader(str(ROOT / "templates" / "email"))
+_ENV = Environment(loader=_LOADER, undefined=StrictUndefined, autoescape=False,
+                   keep_trailing_newline=True)
+_HTML_ENV = Environment(loader=_LOADER, undefined=StrictUndefined, autoescape=True)
 SEND_JOB = "jobs.email.send_email"
 
 
@@ -42,13 +43,21 @@ class TransientEmailError(Exception):
 
 
 def render(template: str, context: dict) -> tuple[str, str, str]:
-    """Subject, plain text and HTML of a template; the first line is `Subject: …`."""
+    """Subject, plain text and HTML of a template.
+
+    Every email has `<name>.txt` (first line `Subject: …`) and `<name>.html` (extends the one
+    `_layout.html`); both end with the shared `_footer.txt`."""
     raw = _ENV.get_template(f"{template}.txt").render(**context)
     first, _, body = raw.partition("\n")
     subject = first.removeprefix("Subject:").strip()
-    paragraphs = "".join(f"<p>{escape(p).replace(chr(10), '<br>')}</p>"
-                         for p in body.strip().split("\n\n"))
-    return subject, body.strip() + "\n", f"<div style=\"font-family:sans-serif\">{paragraphs}</div>"
+    footer = _ENV.get_template("_footer.txt").render().strip()
+    try:
+        page = _HTML_ENV.get_template(f"{template}.html")
+    except TemplateNotFound:  # a text-only template still gets the layout, paragraph by paragraph
+        page = _HTML_ENV.get_template("_paragraphs.html")
+        context = {**context, "paragraphs": body.strip().split("\n\n")}
+    html = page.render(**context, subject=subject, footer=footer)
+    return subject, f"{body.strip()}\n\n--\n{footer}\n", html
 
 
 def queue_email(session: Session, to: str, template: str, context: dict, *,
@@ -110,3 +119,31 @@ def recent_messages(session: Session, limit: int = 50, to: str | None = None):
     if to:
         stmt = stmt.where(EmailMessage.to == to)
     return list(session.scalars(stmt.limit(limit)))
+
+
+def record_provider_event(session: Session, event: dict) -> EmailMessage | None:
+    """Apply a verified Resend delivery event (`email.delivered`, `email.bounced`, …) to the
+    message it is about; older events never overwrite newer ones."""
+    data = event.get("data") or {}
+    kind = str(event.get("type", ""))
+    if not kind.startswith("email.") or not data.get("email_id"):
+        return None
+    message = session.scalars(select(EmailMessage)
+                              .where(EmailMessage.provider_id == str(data["email_id"]))).first()
+    if message is None:
+        return None
+    when = _event_time(event.get("created_at")) or utcnow()
+    if message.delivery_event_at is None or when >= message.delivery_event_at:
+        message.delivery_status = kind.removeprefix("email.")[:32]
+        message.delivery_event_at = when
+    return message
+
+
+def _event_time(value):
+    from datetime import datetime, timezone
+
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except (TypeError, ValueError):
+        return None
+    return parsed.astimezone(timezone.utc).replace(tzinfo=None) if parsed.tzinfo else parsed

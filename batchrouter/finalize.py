@@ -11,7 +11,7 @@ from datetime import timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from batchrouter import catalog, ledger, money, pricing, queue
+from batchrouter import catalog, ledger, money, pricing, queue, webhooks
 from batchrouter.batches import DISPATCH_JOB, FINALIZE_JOB
 from batchrouter.db import utcnow
 from batchrouter.ids import new_id
@@ -52,6 +52,7 @@ def finalize(session: Session, storage: FilesystemStorage, batch_id: str,
     batch.finished_at = now
     if batch.status == "failed":
         batch.error_summary = _error_summary(session, batch.id)
+    webhooks.batch_event(session, batch, f"batch.{batch.status}")
     return batch.status
 
 

@@ -16,7 +16,7 @@ _TENTH = [bytes.maketrans(bytes(range(256)), bytes((m << 2) | (b & 3) for b in r
 PREFIXES = {
     "org", "usr", "key", "qlock", "bat", "wu", "itm", "att", "file", "evt", "whd", "led",
     "rsv", "prq", "ses", "err", "eml", "sec", "obx", "lot", "txn", "inv", "cns", "vis", "sup",
-    "pur",
+    "pur", "whe", "wha",
 }
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from batchrouter import money, pricing, queue
+from batchrouter import money, pricing, queue, webhooks
 from batchrouter.batches import DISPATCH_JOB
 from batchrouter.db import utcnow
 from batchrouter.ids import new_id
@@ -129,6 +129,7 @@ def ingest(session: Session, unit_id: str, results: list[ItemResult]) -> None:
         + money_delta["settled"] - money_delta["subtotal"],
         provider_cost_micros=Batch.provider_cost_micros + money_delta["provider"],
         updated_at=utcnow()))
+    webhooks.batch_event(session, batch, "batch.progress")
 
 
 def _record_late(session: Session, unit: WorkUnit, lanes: dict, by_id: dict,

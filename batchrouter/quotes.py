@@ -9,7 +9,7 @@ from typing import Iterable
 import msgspec
 from sqlalchemy.orm import Session
 
-from batchrouter import catalog, files, ledger, manifest, money, pricing, routing
+from batchrouter import catalog, files, ledger, manifest, money, pricing, routing, webhooks
 from batchrouter.db import iso, utcnow
 from batchrouter.errors import DomainError, InvalidRequest, NotFound, ValidationFailed
 from batchrouter.models import Quote
@@ -270,6 +270,7 @@ def create_quote(session: Session, settings: Settings, *, workspace_id: str, mod
         expires_at=now + timedelta(seconds=settings.ttl))
     session.add(quote)
     session.flush()
+    webhooks.quote_event(session, quote)
     return quote
 
 

@@ -27,6 +27,8 @@ PERIODIC = {
     "low-balance": ("jobs.billing.check_low_balances", 300),
     "provider-health": ("jobs.maintenance.provider_health", 30),
     "hybrid-tail": ("jobs.maintenance.hybrid_tail", 30),
+    # Safety net for webhook retries whose wake-up was lost (e.g. a pump died mid-lease).
+    "webhook-sweep": ("jobs.webhooks.sweep", 30),
 }
 
 

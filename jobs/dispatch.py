@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from batchrouter import dispatch, finalize, health, logs, provider_config, queue
+from batchrouter import (dispatch, finalize, health, logs, notifications, provider_config,
+                         queue)
 from batchrouter.models import Batch, WorkUnit
 from batchrouter.providers import ProviderSettings, get_provider
 from jobs import runtime
@@ -66,4 +67,6 @@ def finalize_batch(batch_id: str) -> str | None:
         get_provider(unit.provider, provider_settings).cancel(unit.handle)
 
     with rt.db.session() as session:
-        return finalize.finalize(session, rt.storage, batch_id, cancel_submitted)
+        status = finalize.finalize(session, rt.storage, batch_id, cancel_submitted)
+        notifications.batch_finished(session, batch_id, status, runtime.config()["BASE_URL"])
+        return status

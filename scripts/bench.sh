@@ -12,7 +12,7 @@ command -v redis-server >/dev/null 2>&1 || (apt-get update -qq && apt-get instal
 command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
   (apt-get update -qq && apt-get install -y -qq postgresql >/dev/null)
 status=0
-for script in bench/quote.py bench/pipeline.py bench/fanout.py bench/console.py bench/scale.py bench/load.py; do
+for script in bench/quote.py bench/pipeline.py bench/fanout.py bench/console.py bench/scale.py bench/load.py bench/webhooks.py; do
   .venv/bin/python "$script" || status=1
 done
 exit $status

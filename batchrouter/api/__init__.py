@@ -7,7 +7,8 @@ from batchrouter.api.errors import register_error_handlers
 
 
 def register_api(app: Flask) -> None:
-    from batchrouter.api import batches, billing, catalog, health, metrics, openai_compat, team, v1
+    from batchrouter.api import (batches, billing, catalog, health, inbound, metrics,
+                                 openai_compat, team, v1, webhooks)
     from batchrouter.api.openapi import build_spec
 
     register_error_handlers(app)
@@ -19,6 +20,8 @@ def register_api(app: Flask) -> None:
     metrics.init_app(app)
     app.register_blueprint(billing.bp)
     app.register_blueprint(openai_compat.bp)
+    app.register_blueprint(webhooks.bp)
+    app.register_blueprint(inbound.bp)
 
     @app.get("/openapi.json")
     def openapi():

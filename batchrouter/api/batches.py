@@ -11,6 +11,7 @@ from batchrouter.api.v1 import json_body
 from batchrouter.errors import InvalidRequest, NotFound
 from batchrouter.extensions import db_session, runtime
 from batchrouter.models import File
+from batchrouter.webhooks.endpoints import check_batch_webhook
 
 bp = Blueprint("batches_api", __name__, url_prefix="/v1")
 
@@ -41,8 +42,10 @@ def create_batch():
                              code="mode_mismatch")
     source = batches.request_lines(session, runtime().storage, principal.workspace_id, data,
                                    quote)
+    webhook = check_batch_webhook(
+        data.get("webhook"), allow_private=current_app.config["WEBHOOKS_ALLOW_PRIVATE_TARGETS"])
     batch = batches.create_batch(session, quote=quote, source=source,
-                                 metadata=data.get("metadata"), webhook=data.get("webhook"),
+                                 metadata=data.get("metadata"), webhook=webhook,
                                  key_id=principal.key_id)
     session.commit()
     return jsonify(batches.to_json(batch)), 201

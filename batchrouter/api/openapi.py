@@ -317,6 +317,8 @@ def _billing_paths() -> dict:
 
 def build_spec(base_url: str) -> dict:
     """The spec document; `base_url` becomes the server entry."""
+    from batchrouter.api.openapi_webhooks import webhook_paths as _webhook_paths
+
     return {
         "openapi": "3.1.0",
         "info": {"title": "BatchRouter API", "version": "1.0.0",
@@ -367,5 +369,6 @@ def build_spec(base_url: str) -> dict:
             **_billing_paths(),
             **_batch_paths(),
             **_team_paths(),
+            **_webhook_paths(),
         },
     }

@@ -16,6 +16,8 @@ from batchrouter.models.privacy import (AnalyticsEvent, AnalyticsPageView, ApiEv
 from batchrouter.models.system import IdempotencyRecord, OutboxMessage, PeriodicTask
 from batchrouter.models.teams import Invitation
 from batchrouter.models.providers import ProviderCredential
+from batchrouter.models.webhooks import (WebhookAttempt, WebhookDelivery, WebhookEndpoint,
+                                         WebhookEvent)
 
 __all__ = [
     "Base", "ApiKey", "Membership", "User", "UserSession", "Workspace", "CreditLot",
@@ -27,4 +29,5 @@ __all__ = [
     "SupportMessage",
     "Purchase", "ReconciliationRun", "StripeEvent",
     "WorkspaceBilling", "OpenAIBatch", "ProviderCredential",
+    "WebhookAttempt", "WebhookDelivery", "WebhookEndpoint", "WebhookEvent",
 ]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from batchrouter.db import Base, utcnow
@@ -37,6 +37,9 @@ class User(Base):
     # Changing this invalidates every outstanding password-reset link (single use).
     password_changed_at: Mapped[datetime | None] = mapped_column(DateTime)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # Opt-in: email me when a batch of my workspaces finishes (Account page).
+    notify_batch_finished: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                        server_default=false())
 
     memberships: Mapped[list[Membership]] = relationship(back_populates="user")
 

@@ -61,3 +61,6 @@ class EmailMessage(Base):
     last_error: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # From Resend's signed delivery webhooks: delivered, bounced, complained, delayed…
+    delivery_status: Mapped[str | None] = mapped_column(String(32))
+    delivery_event_at: Mapped[datetime | None] = mapped_column(DateTime)

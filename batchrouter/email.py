@@ -56,7 +56,7 @@ def render(template: str, context: dict) -> tuple[str, str, str]:
     except TemplateNotFound:  # a text-only template still gets the layout, paragraph by paragraph
         page = _HTML_ENV.get_template("_paragraphs.html")
         context = {**context, "paragraphs": body.strip().split("\n\n")}
-    html = page.render(**context, subject=subject, footer=footer)
+    html = page.render({**context, "subject": subject, "footer": footer})
     return subject, f"{body.strip()}\n\n--\n{footer}\n", html
 
 

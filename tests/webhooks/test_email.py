@@ -37,6 +37,7 @@ def app_overrides(request, tmp_path, resend_stub):
 def test_every_email_has_text_and_html_on_one_layout():
     names = ["account_deleted", "account_exists", "batch_finished", "email_change_confirm",
              "email_change_notice", "email_changed", "invitation", "password_changed",
+             "privacy_confirm", "privacy_update",
              "reset_password", "verify_email", "webhook_disabled", "webhook_failed"]
     for name in names:
         assert (TEMPLATES / f"{name}.txt").exists(), name
@@ -116,13 +117,14 @@ def test_resend_delivery_webhook_updates_the_record(app, client, db):
 
 
 def test_text_only_template_still_gets_the_layout(tmp_path, monkeypatch):
-    (TEMPLATES / "_test_only.txt").write_text("Subject: Hello\nFirst line\nsecond <b>\n\nNext")
+    (TEMPLATES / "_test_only.txt").write_text(
+        "Subject: Hello\nFirst line\nsecond <b> {{ subject }}\n\nNext")
     try:
-        subject, text, html = mail.render("_test_only", {})
+        subject, text, html = mail.render("_test_only", {"subject": "mine"})
     finally:
         (TEMPLATES / "_test_only.txt").unlink()
     assert subject == "Hello" and "<!doctype html>" in html
-    assert "<p>First line<br>second &lt;b&gt;</p>" in html and "<p>Next</p>" in html
+    assert "<p>First line<br>second &lt;b&gt; mine</p>" in html and "<p>Next</p>" in html
 
 
 def test_opted_in_members_get_one_batch_finished_email(app, client, db, worker, owner, session,

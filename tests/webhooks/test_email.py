@@ -37,7 +37,7 @@ def app_overrides(request, tmp_path, resend_stub):
 def test_every_email_has_text_and_html_on_one_layout():
     names = ["account_deleted", "account_exists", "batch_finished", "email_change_confirm",
              "email_change_notice", "email_changed", "invitation", "password_changed",
-             "privacy_confirm", "privacy_update",
+             "privacy_confirm", "privacy_update", "credits_added", "low_balance",
              "reset_password", "verify_email", "webhook_disabled", "webhook_failed"]
     for name in names:
         assert (TEMPLATES / f"{name}.txt").exists(), name

@@ -3,7 +3,7 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench lint serve clean
+.PHONY: run test bench lint serve migrate clean
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null 2>&1 || { echo "Python 3.11 is required"; exit 1; }
@@ -23,6 +23,13 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 
 run: $(VENV)/.installed
 	@bash scripts/run.sh
+
+# Production (docs/operations.md): migrations are their own deploy step; serve never migrates.
+migrate: $(VENV)/.installed
+	$(BIN)/flask --app app db upgrade
+
+serve: $(VENV)/.installed
+	@bash scripts/serve.sh
 
 test: $(VENV)/.installed-test
 	@bash scripts/test.sh

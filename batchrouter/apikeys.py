@@ -73,10 +73,10 @@ def create_key(session: Session, *, workspace_id: str, creator_id: str | None, c
                expires_at: datetime | None = None, verified: bool = True,
                ip: str | None = None) -> tuple[ApiKey, str]:
     """Create a key no stronger than its creator; returns the row and the one-time secret."""
-    name = (name or "").strip()
+    name = (name or "").strip() if isinstance(name, str | None) else ""
     if not name or len(name) > 120:
         raise ValidationFailed("Give the key a name of 1–120 characters.", code="invalid_name")
-    if mode not in MODES:
+    if not isinstance(mode, str) or mode not in MODES:
         raise ValidationFailed("mode must be live or test.", code="invalid_mode")
     if mode == "live" and not verified:
         raise Forbidden("Verify your email address before creating live keys; test keys work "

@@ -89,6 +89,16 @@ def db_upgrade(revision: str):
     click.echo("database at " + revision)
 
 
+@db_cli.command("check")
+def db_check():
+    """Exit 0 when the schema is at this code's migration head, 1 when it is behind."""
+    from batchrouter.migrate import at_head
+
+    if not at_head(current_app.config["DATABASE_URL"]):
+        _fail("the database is not at the migration head; run `flask --app app db upgrade`")
+    click.echo("database at head")
+
+
 def seed_demo(session, settings: accounts.Settings, demo_credits: int):
     """Create the demo owner (verified operator) and top its workspace up once (idempotent)."""
     user = accounts.find_user_by_email(session, DEMO_EMAIL)

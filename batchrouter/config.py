@@ -90,6 +90,10 @@ class Defaults:
     BATCHROUTER_QUOTE_TTL = 600
     # Where files and artifacts are stored (filesystem storage root).
     BATCHROUTER_STORAGE_ROOT = str(INSTANCE / "storage")
+    # Or an S3-compatible store: s3://bucket/prefix (AWS_* credentials), and its endpoint
+    # when it is not AWS (MinIO, Ceph, R2…).
+    BATCHROUTER_STORAGE_URL = None
+    BATCHROUTER_S3_ENDPOINT_URL = None
     # Work-unit lease (seconds): a worker that dies mid-unit loses it after this long.
     BATCHROUTER_UNIT_LEASE = 120
     # Seconds between polls of a submitted provider batch.

@@ -10,7 +10,7 @@ from flask_wtf import CSRFProtect
 
 from batchrouter import accounts, queue
 from batchrouter.db import WRITE_INTENT, Database
-from batchrouter.storage import FilesystemStorage
+from batchrouter.storage import make_storage
 
 
 def client_ip() -> str:
@@ -31,7 +31,7 @@ class Runtime:
         self.db = Database(config["DATABASE_URL"])
         self.redis_url = config["REDIS_URL"]
         self.secret = config["SECRET_KEY"]
-        self.storage = FilesystemStorage(config["BATCHROUTER_STORAGE_ROOT"])
+        self.storage = make_storage(config)
 
     @property
     def redis(self):

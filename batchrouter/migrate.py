@@ -1,6 +1,8 @@
 """Alembic, driven from code: `flask db upgrade`, tests and /readyz share this."""
 from __future__ import annotations
 
+import functools
+
 from alembic import command
 from alembic.config import Config
 
@@ -30,3 +32,29 @@ def upgrade(database_url: str, revision: str = "head") -> None:
 def downgrade(database_url: str, revision: str) -> None:
     _quiet()
     command.downgrade(alembic_config(database_url), revision)
+
+
+@functools.cache
+def code_heads() -> frozenset[str]:
+    """The migration head(s) this code expects (read once per process)."""
+    from alembic.script import ScriptDirectory
+
+    return frozenset(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads())
+
+
+def at_head(database_url: str) -> bool:
+    """True when the database's alembic_version is this code's migration head."""
+    from sqlalchemy import text
+
+    from batchrouter.db import make_engine
+
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT version_num FROM alembic_version"))
+            current = {row[0] for row in rows}
+    except Exception:  # noqa: BLE001 - no alembic_version table: an empty database is behind
+        return False
+    finally:
+        engine.dispose()
+    return current == code_heads()

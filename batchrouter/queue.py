@@ -150,3 +150,16 @@ def queue_states(redis: Redis, names) -> dict[str, dict[str, int]]:
                         "deferred": q.deferred_job_registry.count,
                         "failed": q.failed_job_registry.count}
     return states
+
+
+def eviction_warning(redis: Redis) -> str | None:
+    """A warning when Redis may evict keys (queued jobs, rate limits); None when it will not."""
+    try:
+        policy = redis.info("memory").get("maxmemory_policy")
+    except Exception as exc:  # noqa: BLE001 - managed services may hide INFO
+        return (f"could not read Redis maxmemory-policy ({type(exc).__name__}); make sure it "
+                "is noeviction, or queued jobs can be dropped silently")
+    if policy in (None, "noeviction"):
+        return None
+    return (f"redis maxmemory-policy is {policy}: Redis may evict queued jobs and rate-limit "
+            "counters under memory pressure; set maxmemory-policy noeviction")

@@ -1,5 +1,5 @@
-"""Where bytes live: a small interface with a filesystem implementation (S3-compatible stores
-plug in behind the same four methods; see docs/operations.md)."""
+"""Where bytes live: a small interface with a filesystem implementation here and an
+S3-compatible one in storage_s3.py; `make_storage` picks one from the configuration."""
 from __future__ import annotations
 
 import hashlib
@@ -67,3 +67,13 @@ class FilesystemStorage:
 
     def clear(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def make_storage(config: dict):
+    """S3Storage when BATCHROUTER_STORAGE_URL is s3://bucket/prefix, else the filesystem."""
+    url = config.get("BATCHROUTER_STORAGE_URL")
+    if url:
+        from batchrouter.storage_s3 import S3Storage
+
+        return S3Storage(url, endpoint_url=config.get("BATCHROUTER_S3_ENDPOINT_URL"))
+    return FilesystemStorage(config["BATCHROUTER_STORAGE_ROOT"])

@@ -58,6 +58,9 @@ def run_worker(app, queues: tuple[str, ...], *, burst: bool = False) -> None:
     was_writer, rt.db.writer = rt.db.writer, True  # SQLite: BEGIN IMMEDIATE (db.make_engine)
     if not rt.redis_url:
         raise SystemExit("REDIS_URL is not set; the worker needs Redis.")
+    warning = queue.eviction_warning(rt.redis)
+    if warning:
+        log.warning(warning)
     with rt.db.session() as session:
         scheduler.register_defaults(session, intervals={
             "batch-sweep": app.config["BATCHROUTER_SWEEP_INTERVAL"],

@@ -20,3 +20,21 @@ def child_exit(server, worker):
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+def when_ready(server):
+    """Start-up check: an evicting Redis silently drops queued jobs and rate-limit counters."""
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        return
+    from redis import Redis
+
+    from batchrouter import queue
+
+    client = Redis.from_url(url, socket_timeout=5)
+    try:
+        warning = queue.eviction_warning(client)
+    finally:
+        client.close()
+    if warning:
+        server.log.warning(warning)

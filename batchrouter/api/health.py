@@ -17,16 +17,10 @@ def healthz():
 
 
 def _migrations_at_head(session) -> bool:
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
+    from batchrouter.migrate import code_heads
 
-    from batchrouter.config import ROOT
-
-    cfg = Config()
-    cfg.set_main_option("script_location", str(ROOT / "migrations"))
-    heads = set(ScriptDirectory.from_config(cfg).get_heads())
     current = {row[0] for row in session.execute(text("SELECT version_num FROM alembic_version"))}
-    return current == heads
+    return current == code_heads()
 
 
 @bp.get("/readyz")

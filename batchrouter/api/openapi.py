@@ -319,7 +319,7 @@ def build_spec(base_url: str) -> dict:
     """The spec document; `base_url` becomes the server entry."""
     from batchrouter.api.openapi_webhooks import webhook_paths as _webhook_paths
 
-    return {
+    spec = {
         "openapi": "3.1.0",
         "info": {"title": "BatchRouter API", "version": "1.0.0",
                  "description": "Quote, route and run batch LLM work across providers."},
@@ -372,3 +372,16 @@ def build_spec(base_url: str) -> dict:
             **_webhook_paths(),
         },
     }
+    _document_common_errors(spec["paths"])
+    return spec
+
+
+def _document_common_errors(paths: dict) -> None:
+    """Answers every operation can give, so each one documents them (the fuzz test holds us to
+    it): a body that is not the JSON object asked for (400) or fails validation (422)."""
+    for operations in paths.values():
+        for operation in operations.values():
+            if isinstance(operation, dict) and "requestBody" in operation:
+                responses = operation["responses"]
+                for status in (400, 422):
+                    responses.setdefault(str(status), _errors(status)[str(status)])

@@ -26,8 +26,8 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.cluster import Cluster, seed_workspaces  # noqa: E402
-from bench.common import row  # noqa: E402
+from bench.cluster import Cluster, seed_workspaces
+from bench.common import row
 
 CLIENTS = int(os.environ.get("BENCH_LOAD_CLIENTS", "100"))
 SECONDS = float(os.environ.get("BENCH_LOAD_SECONDS", "120"))
@@ -66,7 +66,7 @@ class Recorder:
             async with http.request(method, url, **kw) as response:
                 body = await response.read()
                 status = response.status
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             self.transport_errors += 1
             return None
         self.latencies[name].append((time.perf_counter() - start) * 1000)

@@ -20,8 +20,8 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.cluster import Cluster, seed_workspaces  # noqa: E402
-from bench.common import row  # noqa: E402
+from bench.cluster import Cluster, seed_workspaces
+from bench.common import row
 
 BATCHES = int(os.environ.get("BENCH_SCALE_BATCHES", "5"))
 ITEMS = int(os.environ.get("BENCH_SCALE_ITEMS", "2000"))
@@ -130,8 +130,15 @@ def verify(app, batch_ids) -> list[str]:
     from sqlalchemy import func, select
 
     from batchrouter import ledger
-    from batchrouter.models import (Batch, Item, LedgerAccount, LedgerEntry,
-                                    LedgerTransaction, Reservation, WorkUnit)
+    from batchrouter.models import (
+        Batch,
+        Item,
+        LedgerAccount,
+        LedgerEntry,
+        LedgerTransaction,
+        Reservation,
+        WorkUnit,
+    )
     from batchrouter.models.batches import ITEM_TERMINAL, UNIT_TERMINAL
 
     problems = []

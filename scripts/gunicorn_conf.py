@@ -8,6 +8,18 @@ threads = int(os.environ.get("WEB_THREADS", "4"))
 # and workspace); gunicorn's own access log would duplicate it.
 accesslog = None
 errorlog = "-"
+if os.environ.get("LOG_FORMAT") == "json":
+    # gunicorn's own lines (boot, worker exits, timeouts) as JSON too, on their own handler:
+    # the app's handler is installed on the root logger by each web process.
+    logconfig_dict = {
+        "version": 1, "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "batchrouter.logs.JsonFormatter"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json",
+                                "stream": "ext://sys.stderr"}},
+        "root": {"level": "INFO", "handlers": []},
+        "loggers": {"gunicorn.error": {"level": "INFO", "handlers": ["stderr"],
+                                       "propagate": False}},
+    }
 # Behind a reverse proxy, the proxy terminates slow clients; keep-alive to it stays short.
 keepalive = 5
 graceful_timeout = 30

@@ -51,8 +51,8 @@ def test_serve_runs_web_workers_and_metrics_then_stops(clean_db, redis, redis_ur
     try:
         def ready():
             try:
-                return requests.get(base + "/readyz", timeout=2).status_code == 200
-            except requests.ConnectionError:
+                return requests.get(base + "/readyz", timeout=10).status_code == 200
+            except requests.RequestException:  # not listening yet, or slow on a busy machine
                 return False
         wait_for(ready, timeout=60, interval=0.3)
         assert len(queue.live_workers(redis)) == 1

@@ -38,3 +38,19 @@ def test_system_page_shows_heartbeats_and_queue_states(client, session, redis):
 def test_health_endpoints_need_no_login(client, path):
     assert client.get(path).status_code in (200, 503)
     assert client.get(path).is_json
+
+
+def test_dashboard_spend_chart_writes_nothing(session):
+    """Found by the e2e flow under load: the GET dashboard created the workspace's "spent"
+    account, a write that SQLite refuses ("database is locked") while a worker writes."""
+    from sqlalchemy import func, select
+
+    from batchrouter import ledger
+    from batchrouter.models import LedgerAccount
+    from tests.factories import workspace_of
+
+    ws = workspace_of(session, make_user(session))
+    before = session.scalar(select(func.count()).select_from(LedgerAccount))
+    assert sum(amount for _day, amount in ledger.daily_spend(session, ws)) == 0
+    assert not session.new and not session.dirty
+    assert session.scalar(select(func.count()).select_from(LedgerAccount)) == before

@@ -45,7 +45,7 @@ def finalize(session: Session, storage: FilesystemStorage, batch_id: str,
     batch.status = "completing"
     _write_artifacts(session, storage, batch)
     from batchrouter.openai_artifacts import write_openai_artifacts  # (imports this module)
-    write_openai_artifacts(session, storage, batch)
+    write_openai_artifacts(session, storage, batch, finalizing_at=now)
     if batch.mode == "live":
         ledger.release(session, batch.workspace_id, batch.id)
     batch.status = _terminal_status(batch)

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from batchrouter import openai_format
-from batchrouter.db import utcnow
 from batchrouter.finalize import PAGE, _artifact, _file_row, _write
 from batchrouter.models import Batch, Item, OpenAIBatch
 from batchrouter.storage import FilesystemStorage
 
 
-def write_openai_artifacts(session: Session, storage: FilesystemStorage, batch: Batch) -> None:
-    """No-op for batches not created through the OpenAI surface."""
+def write_openai_artifacts(session: Session, storage: FilesystemStorage, batch: Batch,
+                           finalizing_at: datetime) -> None:
+    """No-op for batches not created through the OpenAI surface.
+
+    `finalizing_at` is the finalizer's own clock reading, the same one it stamps as the batch's
+    finish time, so finalizing_at <= completed_at holds as clients expect."""
     row = session.scalars(select(OpenAIBatch).where(OpenAIBatch.batch_id == batch.id)).first()
     if row is None or row.output_file_id or row.error_file_id:
         return
-    row.finalizing_at = utcnow()
+    row.finalizing_at = finalizing_at
     output = _artifact(storage, batch, "openai_output")
     errors = _artifact(storage, batch, "openai_errors")
     tokens_in = tokens_out = 0

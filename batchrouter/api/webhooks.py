@@ -52,7 +52,7 @@ def put_default():
 @require("admin")
 def rotate_secret():
     """New secret (given or generated); the old one also signs for `overlap_seconds`."""
-    data = request.get_json(silent=True) or {}
+    data = json_body() if request.get_data() else {}  # the body is optional
     secret = endpoints.clean_secret(data.get("secret"))
     overlap = data.get("overlap_seconds", endpoints.OVERLAP_DEFAULT)
     if not isinstance(overlap, int) or isinstance(overlap, bool):

@@ -7,6 +7,7 @@ from chunk to chunk instead of being set up again for every 100 items.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 
 _lock = threading.Lock()
@@ -30,6 +31,17 @@ def _running_loop() -> asyncio.AbstractEventLoop:
             threading.Thread(target=serve, name="provider-fanout", daemon=True).start()
             ready.wait()
         return _loop
+
+
+def _forget_loop_in_child() -> None:
+    """A forked child (an RQ work horse, a bench worker) inherits the loop object but not the
+    thread running it: waiting on it would hang forever, so the child starts its own."""
+    global _loop, _lock
+    _loop, _lock = None, threading.Lock()
+    _clients.clear()
+
+
+os.register_at_fork(after_in_child=_forget_loop_in_child)
 
 
 def run(coro):

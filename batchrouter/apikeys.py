@@ -105,9 +105,31 @@ def create_key(session: Session, *, workspace_id: str, creator_id: str | None, c
 
 def authenticate_key(session: Session, secret: str) -> ApiKey:
     """The live key for a presented secret, or Unauthorized with a reason a client can act on."""
+    _check_form(secret)
+    key = session.scalars(select(ApiKey).where(ApiKey.secret_hash == hash_secret(secret))).first()
+    return _live(key)
+
+
+def authenticate_with_role(session: Session, secret: str) -> tuple[ApiKey, str]:
+    """authenticate_key and effective_role in one round trip: every API request pays it."""
+    from batchrouter.models import Membership
+
+    _check_form(secret)
+    row = session.execute(
+        select(ApiKey, Membership.role)
+        .outerjoin(Membership, (Membership.workspace_id == ApiKey.workspace_id)
+                   & (Membership.user_id == ApiKey.created_by_id))
+        .where(ApiKey.secret_hash == hash_secret(secret))).first()
+    key = _live(row[0] if row else None)
+    return key, _weaker_role(key, row[1])
+
+
+def _check_form(secret: str) -> None:
     if not well_formed(secret):
         raise Unauthorized("The API key is malformed.", code="invalid_api_key")
-    key = session.scalars(select(ApiKey).where(ApiKey.secret_hash == hash_secret(secret))).first()
+
+
+def _live(key: ApiKey | None) -> ApiKey:
     if key is None or key.revoked_at is not None:
         raise Unauthorized("The API key is not valid or has been revoked.",
                            code="invalid_api_key")
@@ -130,10 +152,14 @@ def effective_role(session: Session, key: ApiKey) -> str:
     current = session.scalars(select(Membership.role).where(
         Membership.workspace_id == key.workspace_id,
         Membership.user_id == key.created_by_id)).first() if key.created_by_id else None
-    if current is None:
+    return _weaker_role(key, current)
+
+
+def _weaker_role(key: ApiKey, creator_role: str | None) -> str:
+    if creator_role is None:
         raise Unauthorized("The API key's creator is no longer a member of this workspace.",
                            code="invalid_api_key")
-    return min(key.role, current, key=ROLE_RANK.__getitem__)
+    return min(key.role, creator_role, key=ROLE_RANK.__getitem__)
 
 
 def require_scope(key: ApiKey, scope: str) -> None:

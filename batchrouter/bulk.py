@@ -8,6 +8,11 @@ from __future__ import annotations
 from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
+from batchrouter.db import defer_checkpoint
+
+# From this many rows on, a SQLite commit leaves the WAL checkpoint to someone else.
+BIG_WRITE = 10_000
+
 
 def insert_rows(session: Session, table: Table, columns: list[str], rows: list[tuple],
                 constants: dict | None = None) -> None:
@@ -28,6 +33,8 @@ def insert_rows(session: Session, table: Table, columns: list[str], rows: list[t
                 for row in rows:
                     copy.write_row(row + tail)
         return
+    if len(rows) >= BIG_WRITE:
+        defer_checkpoint(connection.connection)
     values = ", ".join(["?"] * len(columns) + [_literal(v) for v in constants.values()])
     cursor = dbapi.cursor()
     try:

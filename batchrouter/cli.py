@@ -134,7 +134,17 @@ def worker(burst: bool, queues: str | None):
 
     names = tuple(q for q in (queues or "").split(",") if q) or \
         current_app.config["BATCHROUTER_QUEUES"]
+    if not burst:  # a burst run is a one-off (tests, cron): it keeps the caller's priority
+        _lower_priority(int(current_app.config["BATCHROUTER_WORKER_NICE"]))
     run_worker(current_app._get_current_object(), names, burst=burst)
+
+
+def _lower_priority(increment: int) -> None:
+    """Background work yields the CPU to web requests on a shared machine (docs/operations.md)."""
+    import os
+
+    if increment > 0:
+        os.nice(increment)
 
 
 @click.command("metrics")

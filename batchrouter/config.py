@@ -72,6 +72,10 @@ class Defaults:
     # RQ queue names a worker listens on, in priority order; "webhooks" carries the delivery
     # pumps (jobs.webhooks), so receivers never sit in front of dispatch work on "default".
     BATCHROUTER_QUEUES = ("default", "webhooks")
+    # CPU priority a long-running worker gives itself (added to its nice value): where web and
+    # workers share cores, the console and API answer first and background work takes what is
+    # left. 0 on machines that run only workers.
+    BATCHROUTER_WORKER_NICE = 10
     # Seconds between scheduler ticks in each worker (outbox drain + periodic jobs).
     BATCHROUTER_SCHEDULER_TICK = 2.0
     # A claimed-but-not-enqueued outbox row is retried after this many seconds.

@@ -72,3 +72,18 @@ def test_credits_grant_by_email_and_workspace(app, session):
                                              "--amount", "1.5e3", "--reason", "x"])
     assert bad.exit_code != 0
     assert ledger.verify_balances(session) == []
+
+
+def test_worker_lowers_its_priority_unless_burst(app, monkeypatch):
+    """A long-running worker yields the CPU to web requests; a burst run keeps its priority."""
+    import jobs.worker
+
+    from batchrouter import cli
+
+    niced, ran = [], []
+    monkeypatch.setattr(cli, "_lower_priority", niced.append)
+    monkeypatch.setattr(jobs.worker, "run_worker", lambda _app, names, burst: ran.append(burst))
+    app.config["BATCHROUTER_WORKER_NICE"] = 7
+    invoke(app, "worker")
+    invoke(app, "worker", "--burst")
+    assert niced == [7] and ran == [False, True]

@@ -41,9 +41,9 @@ def _check_rate(limit: str, *identifiers: str) -> None:
 
 def _from_key(secret: str) -> Principal:
     session = db_session()
-    key = apikeys.authenticate_key(session, secret)
-    role = apikeys.effective_role(session, key)
-    commit_bookkeeping(session)  # persists last_used_at
+    key, role = apikeys.authenticate_with_role(session, secret)
+    if session.dirty:  # last_used_at moved (once a minute): persist it before the view runs
+        commit_bookkeeping(session)
     cfg = current_app.config
     _check_rate(cfg["BATCHROUTER_API_LIMIT_KEY"], "api-key", key.id)
     _check_rate(cfg["BATCHROUTER_API_LIMIT_WORKSPACE"], "api-workspace", key.workspace_id)

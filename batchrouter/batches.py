@@ -9,12 +9,13 @@ import functools
 import hashlib
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 from sqlalchemy import bindparam, case, func, insert, select
 from sqlalchemy.orm import Session
 
 import msgspec
+import orjson
 
 from batchrouter import (bulk, ledger, manifest, money, privacy, queue, quotes, routing,
                          webhooks)
@@ -327,6 +328,43 @@ def result_rows(session: Session, batch_id: str, *, status: str | None, after: i
              "result": json.loads(r.result) if r.result else None, "error": r.error,
              "attempts": r.attempts} for r in rows]
     return data, (str(rows[-1].seq) if len(rows) == limit else None)
+
+
+class ItemRow(NamedTuple):
+    """One row of the console's items table, already in the shape the template prints."""
+
+    customer_item_id: str
+    status: str
+    attempts: int
+    lane: str | None  # None when the item has no result (yet)
+    text: str  # output text (first 160 characters), or the error message
+    cost_usd: str | None
+    error_code: str | None
+
+
+def item_table(session: Session, batch_id: str, *, status: str | None, after: int,
+               limit: int) -> tuple[list[ItemRow], str | None]:
+    """The items table of the batch page: the rows of `result_rows` reduced to what the
+    table shows. Tuples with attributes rather than nested dicts: a template looks an
+    attribute up first and a dict key only after that fails, on every cell of every row."""
+    params = {"batch_id": batch_id, "after": after, "limit": limit}
+    if status:
+        params["status"] = status
+    rows = session.execute(_result_rows_stmt(bool(status)), params).all()
+    return ([_item_row(r) for r in rows],
+            str(rows[-1].seq) if len(rows) == limit else None)
+
+
+def _item_row(r) -> ItemRow:
+    if r.result:
+        result = orjson.loads(r.result)
+        output = result.get("output") or {}
+        text = output.get("text") or ("embedding" if output.get("embedding") else "")
+        return ItemRow(r.customer_item_id, r.status, r.attempts, result.get("lane") or "",
+                       text[:160], result.get("cost_usd"), None)
+    error = r.error or {}
+    return ItemRow(r.customer_item_id, r.status, r.attempts, None, error.get("message") or "",
+                   None, error.get("code"))
 
 
 @functools.cache

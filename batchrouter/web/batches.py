@@ -91,8 +91,8 @@ def _items_context(batch) -> dict:
     status = status if status in ITEM_TERMINAL + ("pending", "running") else None
     cursor = request.args.get("cursor", "-1")
     after = int(cursor) if cursor.lstrip("-").isdigit() else -1
-    rows, next_cursor = batches.result_rows(db_session(), batch.id, status=status, after=after,
-                                            limit=ITEMS_PAGE)
+    rows, next_cursor = batches.item_table(db_session(), batch.id, status=status, after=after,
+                                           limit=ITEMS_PAGE)
     return {"items": rows, "next_cursor": next_cursor, "item_status": status,
             "item_statuses": ITEM_TERMINAL + ("pending", "running")}
 

@@ -103,3 +103,30 @@ def test_items_table_is_one_feedback_form(client, session, seeded_catalog, worke
     missing = client.post(detail_url + "/feedback",
                           data={"csrf_token": token, "item": "nope", "score:nope": "3"})
     assert missing.status_code == 303 and session.query(Feedback).count() == 1
+
+
+def test_items_table_shows_results_and_errors(client, session, seeded_catalog, worker):
+    from sqlalchemy import update
+
+    from batchrouter.models import Item
+
+    make_user(session)
+    login(client)
+    quote_id = quote_in_console(client)
+    detail_url = post_form(client, "/batches/create", {"quote_id": quote_id},
+                           page="/batches/new").headers["Location"]
+    worker()
+    session.execute(update(Item).where(Item.customer_item_id == "c5").values(
+        status="failed", result=None, error={"code": "provider_error", "message": "Boom <b>"}))
+    session.commit()
+    page = client.get(detail_url).get_data(as_text=True)
+    row = re.search(r"<tr><td><code>c2</code>.*?</tr>", page, re.S).group(0)
+    assert re.search(r"<td><code>sandbox/sandbox-chat[^<]*</code></td>", row)
+    assert re.search(r'<td class="cell-text">\[sandbox [^<]+</td><td>\$0\.\d+</td>', row)
+    failed = re.search(r"<tr><td><code>c5</code>.*?</tr>", page, re.S).group(0)
+    assert ('<td>—</td><td class="cell-text"><code>provider_error</code> Boom &lt;b&gt;</td>'
+            in failed)
+    assert 'name="item" value="c5"' not in failed  # only succeeded items can be rated
+    only_failed = client.get(detail_url + "/items?item_status=failed",
+                             headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert "<code>c5</code>" in only_failed and "<code>c2</code>" not in only_failed

@@ -8,12 +8,13 @@ enforce the role rules themselves: the console and the API call the same checks.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from batchrouter import accounts, apikeys, ledger
@@ -231,12 +232,18 @@ def create_workspace(session: Session, user: User, name: str, settings: accounts
 
 
 def workspace_choices(session: Session, user_id: str) -> list[tuple[str, str, str]]:
-    """(workspace id, name, role) of every workspace the user belongs to, by name."""
-    rows = session.execute(select(Workspace.id, Workspace.name, Membership.role)
-                           .join(Membership, Membership.workspace_id == Workspace.id)
-                           .where(Membership.user_id == user_id)
-                           .order_by(Workspace.name, Workspace.id))
-    return [tuple(r) for r in rows]
+    """(workspace id, name, role) of every workspace the user belongs to, by name (the nav's
+    switcher: every console page asks)."""
+    return [tuple(r) for r in session.execute(_workspace_choices_stmt(), {"user_id": user_id})]
+
+
+@functools.cache
+def _workspace_choices_stmt():
+    # Built once: composing it cost more than running it, on every page.
+    return (select(Workspace.id, Workspace.name, Membership.role)
+            .join(Membership, Membership.workspace_id == Workspace.id)
+            .where(Membership.user_id == bindparam("user_id"))
+            .order_by(Workspace.name, Workspace.id))
 
 
 def switch_workspace(session: Session, record: UserSession, workspace_id: str) -> None:

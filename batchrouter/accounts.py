@@ -5,7 +5,8 @@ import functools
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
@@ -234,40 +235,69 @@ def start_session(session: Session, user: User, client: Client,
     return record
 
 
+class ConsoleSession(NamedTuple):
+    """A live console sign-in as every request needs it: plain values from one query. Building
+    ORM objects for the session record and its user cost more than the query itself; the
+    few views that change them load those (web/session.py)."""
+
+    id: str
+    user_id: str
+    workspace_id: str | None
+    last_seen_at: datetime
+    email: str
+    is_verified: bool
+    is_operator: bool
+    role: str | None  # in workspace_id; None when not (or no longer) a member there
+
+
 def console_session(session: Session, session_id: str, *, idle_ttl: int,
-                    absolute_ttl: int) -> tuple[UserSession, User, str | None] | None:
+                    absolute_ttl: int) -> ConsoleSession | None:
     """The live session, its user and their role in its workspace, in one query (every
-    console request runs this)."""
+    console request runs this); None once revoked or past its idle or absolute limit."""
     if not session_id:
         return None
     row = session.execute(_console_session_stmt(), {"session_id": session_id}).first()
-    if row is None or _expired(row[0], idle_ttl, absolute_ttl):
+    if row is None or _expired(row, idle_ttl, absolute_ttl):
         return None
-    return row[0], row[1], row[2]
+    return ConsoleSession(row.id, row.user_id, row.workspace_id, row.last_seen_at, row.email,
+                          row.email_verified_at is not None, bool(row.is_operator), row.role)
 
 
 @functools.cache
 def _console_session_stmt():
     """Built once: composing the statement cost more than running it on every request."""
-    return (select(UserSession, User, Membership.role)
+    return (select(UserSession.id, UserSession.user_id, UserSession.workspace_id,
+                   UserSession.created_at, UserSession.last_seen_at, UserSession.revoked_at,
+                   User.email, User.email_verified_at, User.is_operator, Membership.role)
             .join(User, User.id == UserSession.user_id)
             .outerjoin(Membership, (Membership.user_id == UserSession.user_id)
                        & (Membership.workspace_id == UserSession.workspace_id))
             .where(UserSession.id == bindparam("session_id")))
 
 
-def _expired(record: UserSession, idle_ttl: int, absolute_ttl: int) -> bool:
-    """Revoked or past its idle or absolute limit; otherwise notes that it was seen."""
-    if record.revoked_at is not None:
+def _expired(row, idle_ttl: int, absolute_ttl: int) -> bool:
+    if row.revoked_at is not None:
         return True
     now = utcnow()
-    if (now - record.created_at > timedelta(seconds=absolute_ttl)
-            or now - record.last_seen_at > timedelta(seconds=idle_ttl)):
-        return True
-    # Throttled so that reading pages does not write on every request.
-    if now - record.last_seen_at > timedelta(seconds=60):
-        record.last_seen_at = now
-    return False
+    return (now - row.created_at > timedelta(seconds=absolute_ttl)
+            or now - row.last_seen_at > timedelta(seconds=idle_ttl))
+
+
+def seen_long_ago(found: ConsoleSession) -> bool:
+    """Whether to note that the session is in use: throttled to once a minute so that
+    reading pages does not write on every request."""
+    return utcnow() - found.last_seen_at > timedelta(seconds=60)
+
+
+def note_seen(session: Session, session_id: str) -> None:
+    session.execute(update(UserSession).where(UserSession.id == session_id)
+                    .values(last_seen_at=utcnow()))
+
+
+def move_session(session: Session, session_id: str, workspace_id: str | None) -> None:
+    """Point a console session at another workspace (or none)."""
+    session.execute(update(UserSession).where(UserSession.id == session_id)
+                    .values(workspace_id=workspace_id))
 
 
 def end_session(session: Session, session_id: str, client: Client) -> None:

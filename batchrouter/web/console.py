@@ -100,7 +100,7 @@ def change_password():
     try:
         accounts.set_password(session, user, request.form.get("new_password", ""),
                               kind="password_changed", client=client(),
-                              keep_session_id=current_user.record.id)
+                              keep_session_id=current_user.get_id())
     except ValidationFailed as exc:
         session.rollback()
         flash(exc.message, "error")
@@ -115,7 +115,7 @@ def change_password():
 def revoke_other_sessions():
     """Sign out every session except this one."""
     session = db_session()
-    ended = accounts.revoke_sessions(session, current_user.id, except_id=current_user.record.id)
+    ended = accounts.revoke_sessions(session, current_user.id, except_id=current_user.get_id())
     records.log_security(session, "session_revoked", user_id=current_user.id,
                          ip=client().ip, count=ended)
     session.commit()
@@ -130,7 +130,7 @@ def revoke_session(session_id: str):
     session = db_session()
     try:
         profile.revoke_session(session, current_user.id, session_id,
-                               current_id=current_user.record.id, client=client())
+                               current_id=current_user.get_id(), client=client())
     except DomainError as exc:
         session.rollback()
         return _back_to_account(exc.message, "error")

@@ -1,8 +1,6 @@
 """Flask-Login wiring: the cookie holds a server-side session id, checked on every request."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from flask import current_app, session as cookie
 from flask_login import UserMixin, login_user, logout_user
 
@@ -11,36 +9,55 @@ from batchrouter.extensions import client, commit_bookkeeping, db_session, login
 from batchrouter.models import User, UserSession
 
 
-@dataclass
 class ConsoleUser(UserMixin):
-    """The signed-in user as views see them: who, which workspace, which role."""
+    """The signed-in user as views see them: who, which workspace, which role.
 
-    user: User
-    record: UserSession
-    role: str | None
+    Plain values read with the session on every request; the ORM records (`record`, `user`)
+    load on first use, by the few views that change them or show more of the user."""
+
+    def __init__(self, found: accounts.ConsoleSession, record: UserSession | None = None,
+                 user: User | None = None):
+        self._found = found
+        self._record = record
+        self._user = user
+        self.role = found.role
 
     def get_id(self) -> str:
-        return self.record.id
+        return self._found.id
 
     @property
     def id(self) -> str:
-        return self.user.id
+        return self._found.user_id
 
     @property
     def email(self) -> str:
-        return self.user.email
+        return self._found.email
 
     @property
     def workspace_id(self) -> str | None:
-        return self.record.workspace_id
+        # A view that moved this session (switch, create, accept) sees the move at once.
+        return self._record.workspace_id if self._record is not None \
+            else self._found.workspace_id
 
     @property
     def is_operator(self) -> bool:
-        return self.user.is_operator
+        return self._found.is_operator
 
     @property
     def is_verified(self) -> bool:
-        return self.user.is_verified
+        return self._found.is_verified
+
+    @property
+    def record(self) -> UserSession:
+        if self._record is None:
+            self._record = db_session().get(UserSession, self._found.id)
+        return self._record
+
+    @property
+    def user(self) -> User:
+        if self._user is None:
+            self._user = db_session().get(User, self._found.user_id)
+        return self._user
 
 
 @login_manager.user_loader
@@ -52,15 +69,29 @@ def load_user(session_id: str):
                                      absolute_ttl=cfg["BATCHROUTER_SESSION_ABSOLUTE_TTL"])
     if found is None:
         return None
-    record, user, role = found
-    if record.workspace_id and role is None:
+    if found.workspace_id and found.role is None:
         # No longer a member there (teams.py normally moves sessions on): never show it.
-        remaining = accounts.memberships_of(session, user.id)
-        record.workspace_id = remaining[0].workspace_id if remaining else None
-        role = remaining[0].role if remaining else None
-    if session.dirty:
-        commit_bookkeeping(session)  # last_seen_at, workspace_id
-    return ConsoleUser(user=user, record=record, role=role)
+        remaining = accounts.memberships_of(session, found.user_id)
+        found = found._replace(workspace_id=remaining[0].workspace_id if remaining else None,
+                               role=remaining[0].role if remaining else None)
+        _bookkeeping(session, lambda: accounts.move_session(session, found.id,
+                                                            found.workspace_id))
+    if accounts.seen_long_ago(found):
+        _bookkeeping(session, lambda: accounts.note_seen(session, found.id))
+    return ConsoleUser(found)
+
+
+def _bookkeeping(session, write) -> None:
+    """A best-effort write while reading (last seen, workspace moved on): if SQLite refuses it
+    because a worker committed meanwhile, drop it rather than fail the page."""
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        write()
+    except OperationalError:
+        session.rollback()
+        return
+    commit_bookkeeping(session)
 
 
 def sign_in(user: User) -> None:
@@ -70,12 +101,14 @@ def sign_in(user: User) -> None:
     session.commit()
     cookie.clear()
     cookie.permanent = True
-    login_user(ConsoleUser(user=user, record=record, role=None))
+    found = accounts.ConsoleSession(record.id, user.id, record.workspace_id, record.last_seen_at,
+                                    user.email, user.is_verified, user.is_operator, None)
+    login_user(ConsoleUser(found, record=record, user=user))
 
 
 def sign_out(console_user: ConsoleUser) -> None:
     session = db_session()
-    accounts.end_session(session, console_user.record.id, client())
+    accounts.end_session(session, console_user.get_id(), client())
     session.commit()
     forget_cookie()
 

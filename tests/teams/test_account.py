@@ -268,3 +268,53 @@ def test_both_email_change_messages_are_handed_to_the_queue_at_commit(app, db, s
     assert time.monotonic() - started < 5
     rows = session.scalars(select(OutboxMessage)).all()
     assert len(rows) == 2 and all(r.enqueued_at is not None for r in rows)
+
+
+def test_reading_pages_notes_the_session_as_seen_at_most_once_a_minute(app, db, session):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from batchrouter.db import utcnow
+
+    make_user(session)
+    me = console(app)
+    [sid] = read_sessions(db)
+
+    def last_seen():
+        return [r.last_seen_at for r in read_sessions(db, full=True) if r.id == sid][0]
+
+    recent = last_seen()
+    assert signed_in(me) and last_seen() == recent  # within the minute: no write
+    long_ago = utcnow() - timedelta(minutes=5)
+    session.execute(update(UserSession).where(UserSession.id == sid)
+                    .values(last_seen_at=long_ago))
+    session.commit()
+    assert signed_in(me) and last_seen() > long_ago + timedelta(minutes=4)
+
+
+def test_a_session_whose_workspace_membership_vanished_moves_to_another(app, db, session):
+    """teams.py moves sessions on when a member leaves or is removed; a membership deleted
+    behind its back must still never be shown."""
+    from batchrouter import accounts
+    from batchrouter.models import Membership
+    from tests.factories import workspace_of
+
+    user = make_user(session)
+    first = workspace_of(session, user)
+    session.rollback()  # end the read: the sign-in below writes
+    me = console(app)
+    other = accounts.create_workspace(session, user, "Second", accounts.Settings(
+        secret="x", base_url="http://localhost", starter_credits=0))
+    session.commit()
+    session.query(Membership).filter_by(user_id=user.id, workspace_id=first).delete()
+    session.commit()
+    assert "Second" in html(me.get("/team"))
+    assert [r.workspace_id for r in read_sessions(db, full=True)] == [other.id]
+
+
+def read_sessions(db, full=False):
+    from tests.factories import read
+
+    return read(db, lambda s: list(s.scalars(
+        select(UserSession) if full else select(UserSession.id))))

@@ -27,6 +27,11 @@ def _batch(batch_id: str):
     return batches.get_batch(db_session(), current_user.workspace_id, batch_id)
 
 
+def _read_batch(batch_id: str):
+    """For the pages that only show the batch (see batches.read_batch)."""
+    return batches.read_batch(db_session(), current_user.workspace_id, batch_id)
+
+
 @bp.get("")
 @require_scope("read")
 def index():
@@ -52,7 +57,7 @@ def _detail_context(batch) -> dict:
 @require_scope("read")
 def detail(batch_id: str):
     """One batch: progress, lanes, items, receipts, downloads."""
-    batch = _batch(batch_id)
+    batch = _read_batch(batch_id)
     return render_template("batches/detail.html", **_detail_context(batch),
                            **_items_context(batch))
 
@@ -64,7 +69,7 @@ def progress(batch_id: str):
 
     Polled every second by every open batch page: the browser revalidates with the ETag it
     was given, and an unchanged batch costs one row read and a 304 (no lanes, no render)."""
-    batch = _batch(batch_id)
+    batch = _read_batch(batch_id)
     if not is_fragment_request():
         return redirect(url_for("batches.detail", batch_id=batch_id))
     etag = f"{_template_version('batches/_progress.html')}-{batches.progress_etag(batch)}"
@@ -101,7 +106,7 @@ def _items_context(batch) -> dict:
 @require_scope("read")
 def items(batch_id: str):
     """The items table region (status filter, paging)."""
-    batch = _batch(batch_id)
+    batch = _read_batch(batch_id)
     return render("batches/detail.html", "batches/_items.html", **_detail_context(batch),
                   **_items_context(batch))
 

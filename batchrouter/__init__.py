@@ -95,6 +95,7 @@ def create_app(config: dict | None = None) -> Flask:
     security.init_app(app)
     register_api(app)
     register_web(app)
+    extensions.drop_idle_limiter_hook(app)  # after every blueprint declared its limits
     from batchrouter.cli import register_cli
     register_cli(app)
     return app

@@ -24,6 +24,22 @@ csrf = CSRFProtect()
 limiter = Limiter(key_func=client_ip, default_limits=[], headers_enabled=True)
 
 
+def drop_idle_limiter_hook(app) -> None:
+    """Flask-Limiter runs a hook before every request for application, default, blueprint and
+    meta limits. BatchRouter sets none of those: its limits are decorators on the views that
+    need them (which check themselves, hook or not) and the API's own `limiter.limiter.hit`
+    calls. While that stays so, the hook only costs every request (~5 % of a progress poll)
+    and is removed; configuring such a limit (e.g. RATELIMIT_DEFAULT) keeps it."""
+    try:
+        manager = limiter.limit_manager
+        busy = (manager.application_limits or manager.default_limits
+                or any(manager._blueprint_limits.values()) or limiter._meta_limits)
+    except AttributeError:  # another Flask-Limiter: keep its hook
+        return
+    if not busy:
+        app.before_request_funcs[None].remove(limiter._check_request_limit)
+
+
 class Runtime:
     """What the app holds for its lifetime: the database and how to reach Redis."""
 

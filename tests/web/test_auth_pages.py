@@ -473,3 +473,10 @@ def test_missing_api_endpoint_answers_with_the_json_envelope(client):
     response = client.get("/v1/no-such-endpoint")
     assert response.status_code == 404
     assert response.json["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize("app_overrides", [{"RATELIMIT_DEFAULT": "2 per minute"}],
+                         ids=["default-limit"])
+def test_a_configured_default_limit_still_applies_to_every_page(app, client):
+    """The limiter's per-request hook is dropped only while no such limit is configured."""
+    assert [client.get("/healthz").status_code for _ in range(3)] == [200, 200, 429]

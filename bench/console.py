@@ -35,7 +35,7 @@ from bench.pipeline import free_port, manifest_bytes  # noqa: E402
 
 CLIENTS = 16
 GUNICORN_CONF = ROOT / "scripts" / "gunicorn_conf.py"
-REQUESTS_PER_CLIENT = int(os.environ.get("BENCH_CONSOLE_REQUESTS", 40))
+REQUESTS_PER_CLIENT = int(os.environ.get("BENCH_CONSOLE_REQUESTS", 100))
 
 
 def make_batch(app, workspace_id: str, n: int) -> str:
@@ -121,18 +121,23 @@ def login(get, post, text) -> None:
 def load(base: str, path: str, headers: dict) -> list[float]:
     latencies: list[float] = []
     lock = threading.Lock()
+    # Every client signs in before any is timed: a sign-in hashes a password (tens of ms of
+    # CPU), and 16 of them in the measured window would be measured instead of the page.
+    ready = threading.Barrier(CLIENTS)
 
     def client():
         s = requests.Session()
         login(lambda p: s.get(base + p, allow_redirects=False),
               lambda p, data: s.post(base + p, data=data, allow_redirects=False),
               lambda r: r.text)
-        # Measured requests go through a bare keep-alive connection: the load generator
-        # shares the 2 cores, and requests' own overhead would inflate the figures.
+        # Measured requests go through a bare connection (kept alive when the server does):
+        # the load generator shares the 2 cores, and requests' own overhead would inflate
+        # the figures.
         cookie = "; ".join(f"{c.name}={c.value}" for c in s.cookies)
         host, port = base.removeprefix("http://").split(":")
         conn = http.client.HTTPConnection(host, int(port), timeout=30)
         mine = []
+        ready.wait()
         for _ in range(REQUESTS_PER_CLIENT):
             t = time.perf_counter()
             conn.request("GET", path, headers={**headers, "Cookie": cookie})
@@ -254,11 +259,14 @@ def main() -> None:
 
 
 def gunicorn_shape() -> str:
-    """workers × threads as scripts/gunicorn_conf.py (or GUNICORN_CMD_ARGS) sets them."""
+    """Processes and threads as scripts/gunicorn_conf.py (or GUNICORN_CMD_ARGS) sets them."""
     namespace: dict = {}
     exec(compile(GUNICORN_CONF.read_text(), str(GUNICORN_CONF), "exec"), namespace)
     extra = os.environ.get("GUNICORN_CMD_ARGS")
-    return f"{namespace['workers']}×{namespace['threads']}" + (f" ({extra})" if extra else "")
+    workers, threads = namespace["workers"], namespace["threads"]
+    shape = f"{workers} sync processes" if threads == 1 else \
+        f"{workers} processes × {threads} threads (gthread)"
+    return shape + (f" ({extra})" if extra else "")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
 # script refuses to start on a database that is behind the code.
 #
 #   SERVE_ROLE=all|web|worker   what this machine runs (default all)
-#   WEB_CONCURRENCY (default 2× cores), WEB_THREADS (4), WORKERS (default 2)
+#   WEB_CONCURRENCY (default 2× cores), WEB_THREADS (default 1: sync processes), WORKERS (default 2)
 #   BATCHROUTER_METRICS_BIND=10.0.0.5:9100 also serves /metrics there without a token
 set -euo pipefail
 cd "$(dirname "$0")/.."

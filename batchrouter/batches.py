@@ -220,9 +220,9 @@ def get_batch(session: Session, workspace_id: str, batch_id: str) -> Batch:
 
 def read_batch(session: Session, workspace_id: str, batch_id: str):
     """The batch as the console's read-only pages show it (detail, progress fragment, items):
-    a plain row with the model's attribute names, at a quarter of the cost of loading the
-    ORM object, which matters for a fragment every open batch page polls. Views that change
-    the batch use `get_batch`."""
+    a plain row whose attributes are the column names (the model's, but `metadata` for
+    `metadata_`), at a quarter of the cost of loading the ORM object, which matters for a
+    fragment every open batch page polls. Views that change the batch use `get_batch`."""
     row = session.execute(_read_batch_stmt(), {"batch_id": batch_id,
                                                "workspace_id": workspace_id}).first() \
         if isinstance(batch_id, str) else None

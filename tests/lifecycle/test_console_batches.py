@@ -120,10 +120,10 @@ def test_items_table_shows_results_and_errors(client, session, seeded_catalog, w
         status="failed", result=None, error={"code": "provider_error", "message": "Boom <b>"}))
     session.commit()
     page = client.get(detail_url).get_data(as_text=True)
-    row = re.search(r"<tr><td><code>c2</code>.*?</tr>", page, re.S).group(0)
+    row = re.search(r"<tr><td><code>c2</code>.*?</tr>", page, re.DOTALL).group(0)
     assert re.search(r"<td><code>sandbox/sandbox-chat[^<]*</code></td>", row)
     assert re.search(r'<td class="cell-text">\[sandbox [^<]+</td><td>\$0\.\d+</td>', row)
-    failed = re.search(r"<tr><td><code>c5</code>.*?</tr>", page, re.S).group(0)
+    failed = re.search(r"<tr><td><code>c5</code>.*?</tr>", page, re.DOTALL).group(0)
     assert ('<td>—</td><td class="cell-text"><code>provider_error</code> Boom &lt;b&gt;</td>'
             in failed)
     assert 'name="item" value="c5"' not in failed  # only succeeded items can be rated

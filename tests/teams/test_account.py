@@ -282,7 +282,7 @@ def test_reading_pages_notes_the_session_as_seen_at_most_once_a_minute(app, db, 
     [sid] = read_sessions(db)
 
     def last_seen():
-        return [r.last_seen_at for r in read_sessions(db, full=True) if r.id == sid][0]
+        return next(r.last_seen_at for r in read_sessions(db, full=True) if r.id == sid)
 
     recent = last_seen()
     assert signed_in(me) and last_seen() == recent  # within the minute: no write

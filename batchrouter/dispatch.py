@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -171,7 +172,7 @@ def _run_sync(db: Database, unit_id: str, worker: str, settings: Settings) -> st
             if _past_deadline(batch):
                 queue.add_outbox(s, FINALIZE_JOB, batch.id)
                 return "deadline-passed"
-            size = min(1000, max(CHUNK, settings.providers.concurrency))
+            size = chunk_size(settings, unit)
             allowed = admitted(settings, unit, size)
             if allowed == 0:
                 # Breaker open: items with a fallback move on; the others wait it out.
@@ -194,19 +195,37 @@ def _run_sync(db: Database, unit_id: str, worker: str, settings: Settings) -> st
             break
         after = chunk[-1][0]
         provider = get_provider(unit_row.provider, settings.providers)
-        with metrics.timed_provider_call(unit_row.lane, count_success=False):
-            submission = provider.submit(unit_row.provider_model_id, "sync", requests)
-        metrics.provider_results(unit_row.lane, submission.results)
-        record_health(settings, unit_row, submission.results)
-        with db.session() as s:
-            if not renew(s, unit_id, worker, settings.lease_seconds):
-                return "lease-lost"
-            ingest(s, unit_id, submission.results)
+        with closing(_results_as_they_finish(provider, unit_row, requests)) as batches:
+            for results in batches:  # the next calls stay in flight while these are written
+                metrics.provider_results(unit_row.lane, results)
+                record_health(settings, unit_row, results)
+                with db.session() as s:
+                    if not renew(s, unit_id, worker, settings.lease_seconds):
+                        return "lease-lost"  # closing() cancels the calls still running
+                    ingest(s, unit_id, results)
         if allowed < size and len(chunk) >= allowed:
             break  # half-open: the probes went; the rest waits for their verdict
     with db.session() as s:
         complete_unit(s, unit_id, settings, wait=wait)
     return "completed"
+
+
+def chunk_size(settings: Settings, unit: WorkUnit) -> int:
+    """Items taken (and marked running) at once. Results stream back while the lane's window
+    stays full, so a chunk spans several windows; under a per-minute rate limit it is one
+    window, so the limiter sees the calls about when they go out."""
+    windows = 1 if any(settings.rates.get(unit.provider, ())) else 8
+    return min(1000, max(CHUNK, windows * settings.providers.concurrency))
+
+
+def _results_as_they_finish(provider, unit: WorkUnit, requests: list):
+    """Lists of results as the calls finish (a streaming adapter), else the whole chunk."""
+    with metrics.timed_provider_call(unit.lane, count_success=False):
+        if hasattr(provider, "stream"):
+            yield from provider.stream(unit.provider_model_id, requests,
+                                       max(CHUNK // 2, provider.concurrency // 2))
+        else:
+            yield provider.submit(unit.provider_model_id, "sync", requests).results
 
 
 def _cooldown(settings: Settings, unit: WorkUnit) -> float:

@@ -31,7 +31,7 @@ class ProviderSettings:
     connections: dict = field(default_factory=dict)  # provider slug -> Connection
     concurrency: int = 64  # requests in flight per lane inside one work unit
     timeout: float = 60.0  # read timeout of one provider call (seconds)
-    transport: str = "httpx"  # sync lanes' HTTP transport: httpx (SDK default) or aiohttp
+    transport: str = "httpx"  # sync lanes' HTTP transport: wire, aiohttp (SDK's) or httpx
 
 
 def get_provider(slug: str, settings: ProviderSettings):

@@ -13,7 +13,7 @@ import time
 
 import anthropic
 
-from batchrouter.providers import classify, fanout
+from batchrouter.providers import classify, fanout, wire
 from batchrouter.providers.base import ItemRequest, ItemResult, Poll, Submission, error
 from batchrouter.providers.openai_api import http_client
 
@@ -141,7 +141,7 @@ def from_message(item_id: str, message: dict, latency_ms: int = 0) -> ItemResult
                       latency_ms=latency_ms)
 
 
-class AnthropicProvider:
+class AnthropicProvider(fanout.SyncFanout):
     def __init__(self, slug: str, base_url: str, api_key: str | None, *, concurrency: int = 64,
                  timeout: float = 60.0, max_batch_items: int = 100_000,
                  max_batch_bytes: int = 256 * 1024 * 1024, transport: str = "httpx"):
@@ -160,17 +160,17 @@ class AnthropicProvider:
             return Submission(handle=self._submit_batch(model, requests, resume_since))
         return Submission(results=fanout.run(self._sync_all(model, requests)))
 
-    def _async_client(self) -> anthropic.AsyncAnthropic:
+    def _async_client(self):
+        if self.transport == "wire":
+            return wire.WireClient(self.base_url, wire.anthropic_headers(self.api_key),
+                                   self.concurrency, self.timeout)
         return anthropic.AsyncAnthropic(
             api_key=self.api_key, base_url=self.base_url, max_retries=0, timeout=self.timeout,
             http_client=http_client(anthropic, self.concurrency, self.timeout, self.transport))
 
-    async def _sync_all(self, model: str, requests: list[ItemRequest]) -> list[ItemResult]:
-        key = ("anthropic", self.base_url, self.api_key, self.timeout, self.transport,
-               self.concurrency)
-        client = fanout.client(key, self._async_client)
-        return await fanout.run_bounded([lambda r=r: self._call(client, model, r)
-                                         for r in requests], self.concurrency)
+    def _client_key(self) -> tuple:
+        return ("anthropic", self.base_url, self.api_key, self.timeout, self.transport,
+                self.concurrency)
 
     async def _call(self, client, model: str, request: ItemRequest) -> ItemResult:
         started = time.monotonic()

@@ -1,19 +1,22 @@
 """Classify every provider outcome (SPEC §5): permanent, or transient and worth a retry.
 
-Both official SDKs raise the same family of exceptions (Stainless-generated), so one function
-serves them. Transient: 408/409/425/429/5xx, timeouts, dropped connections, bodies that are not
+Both official SDKs raise the same family of exceptions (Stainless-generated), and the `wire`
+transport raises aiohttp's or its own StatusError shaped like theirs, so one function serves all. Transient: 408/409/425/429/5xx, timeouts, dropped connections, bodies that are not
 the JSON they should be (a truncated response), a provider batch that expired. Permanent: other
 4xx (validation, auth, not found), content policy, context too long. The provider's own hint
 (`retry-after-ms`, `retry-after`) travels with the error so the retry waits at least that long.
 """
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import time
 
+import aiohttp
 import anthropic
 import openai
 
+from batchrouter.providers import wire
 from batchrouter.providers.base import TRANSIENT_STATUSES, error
 
 CONTEXT_MARKERS = ("context_length", "context length", "maximum context", "too many tokens",
@@ -74,18 +77,21 @@ def from_status(provider: str, status: int, message: str, headers=None) -> dict:
 
 def from_exception(provider: str, exc: BaseException) -> dict:
     """Any exception raised while calling a provider, as a structured item error."""
-    if isinstance(exc, (openai.APITimeoutError, anthropic.APITimeoutError)):
+    if isinstance(exc, (openai.APITimeoutError, anthropic.APITimeoutError, asyncio.TimeoutError)):
         return error("provider_timeout", "The provider did not answer in time.",
-                     retryable=True, provider=provider)
-    if isinstance(exc, (openai.APIConnectionError, anthropic.APIConnectionError)):
-        return error("provider_connection_error", "The connection to the provider failed.",
                      retryable=True, provider=provider)
     if isinstance(exc, (openai.APIStatusError, anthropic.APIStatusError)):
         return from_status(provider, exc.status_code, _message(exc), exc.response.headers)
+    if isinstance(exc, wire.StatusError):
+        return from_status(provider, exc.status_code, _message(exc), exc.headers)
     if isinstance(exc, (openai.APIResponseValidationError, anthropic.APIResponseValidationError,
-                        ValueError, KeyError, TypeError)):
+                        aiohttp.ClientPayloadError, ValueError, KeyError, TypeError)):
         # A body that is not what the wire format promises: most often a truncated response.
         return error("malformed_response", f"The provider's response was malformed: {exc}"[:500],
+                     retryable=True, provider=provider)
+    if isinstance(exc, (openai.APIConnectionError, anthropic.APIConnectionError,
+                        aiohttp.ClientError, ConnectionError)):
+        return error("provider_connection_error", "The connection to the provider failed.",
                      retryable=True, provider=provider)
     return error("provider_error", f"{type(exc).__name__}: {exc}"[:500], retryable=True,
                  provider=provider)

@@ -1,7 +1,8 @@
 """OpenAI-shaped lanes through the official `openai` SDK: OpenAI itself, OpenRouter and any
 OpenAI-compatible server (vLLM, Ollama, llama.cpp, Together, Groq …), each at its base URL.
 
-Sync: the chunk's requests run concurrently (bounded per lane) on one async client; the SDK's
+Sync: the chunk's requests run concurrently (bounded per lane) on one async client — the SDK's,
+or the thin `wire` client that sends the same requests for a fraction of the CPU; the SDK's
 own retries are off because dispatch retries at one layer only. Native batch (OpenAI and
 compatible servers with Files + Batches): one JSONL file per shard (provider item and byte
 limits), `purpose=batch`, one model per provider batch, tagged with the work unit in the
@@ -14,7 +15,7 @@ import time
 import openai
 import orjson
 
-from batchrouter.providers import classify, fanout
+from batchrouter.providers import classify, fanout, wire
 from batchrouter.providers.base import ItemRequest, ItemResult, Poll, Submission, error
 
 TAG_KEY = "batchrouter_unit"
@@ -89,7 +90,7 @@ def normalize(slug: str, url: str, item_id: str, body: dict, latency_ms: int = 0
                       else None)
 
 
-class OpenAIProvider:
+class OpenAIProvider(fanout.SyncFanout):
     """`native_batch` is False for OpenRouter (no Files+Batches) and compatible servers that
     lack it; `routing` adds OpenRouter's `provider` preferences to each body."""
 
@@ -117,17 +118,17 @@ class OpenAIProvider:
             return Submission(handle=self._submit_batch(model, requests, tag, resume_since))
         return Submission(results=fanout.run(self._sync_all(model, requests)))
 
-    def _async_client(self) -> openai.AsyncOpenAI:
+    def _async_client(self):
+        if self.transport == "wire":
+            return wire.WireClient(self.base_url, wire.openai_headers(self.api_key),
+                                   self.concurrency, self.timeout)
         return openai.AsyncOpenAI(api_key=self.api_key, base_url=self.base_url, max_retries=0,
                                   timeout=self.timeout, http_client=http_client(
                                       openai, self.concurrency, self.timeout, self.transport))
 
-    async def _sync_all(self, model: str, requests: list[ItemRequest]) -> list[ItemResult]:
-        key = ("openai", self.base_url, self.api_key, self.timeout, self.transport,
-               self.concurrency)
-        client = fanout.client(key, self._async_client)
-        return await fanout.run_bounded([lambda r=r: self._call(client, model, r)
-                                         for r in requests], self.concurrency)
+    def _client_key(self) -> tuple:
+        return ("openai", self.base_url, self.api_key, self.timeout, self.transport,
+                self.concurrency)
 
     def body_for(self, model: str, request: ItemRequest) -> dict:
         body = {**request.body, "model": model}

@@ -108,6 +108,10 @@ def test_a_batch_spanning_three_providers_completes_on_the_right_lanes(
     assert_settled_once(db, ws, batch["id"])
 
 
+# The default thin `wire` client and the SDK's own aiohttp transport, against the same fakes.
+@pytest.mark.parametrize("app_overrides", [{"BATCHROUTER_SYNC_TRANSPORT": "wire"},
+                                           {"BATCHROUTER_SYNC_TRANSPORT": "aiohttp"}],
+                         indirect=True, ids=["wire", "sdk-aiohttp"])
 def test_sync_lane_survives_429_503_resets_timeouts_and_truncated_bodies(
         app, client, db, owner, worker, fakes):
     ws, secret = owner

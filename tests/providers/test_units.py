@@ -11,7 +11,7 @@ from batchrouter.providers import Connection, connect
 from batchrouter.providers.anthropic_api import from_message, to_messages
 from batchrouter.providers.base import ItemRequest
 from batchrouter.providers.classify import from_status, retry_after
-from tests.providers.fakes import FakeOpenAI
+from tests.providers.fakes import FakeAnthropic, FakeOpenAI
 
 
 def test_retry_after_prefers_milliseconds_then_seconds_then_dates():
@@ -76,10 +76,15 @@ def test_openai_shaped_items_translate_to_messages_and_back():
     assert result.usage == {"input_tokens": 15, "output_tokens": 3}
 
 
-def test_openai_sync_normalizes_tool_calls_responses_and_embeddings():
+TRANSPORTS = ["wire", "aiohttp", "httpx"]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_openai_sync_normalizes_tool_calls_responses_and_embeddings(transport):
     fake = FakeOpenAI()
     try:
-        provider = connect("openai", Connection("openai", fake.url + "/v1", "sk-test"))
+        provider = connect("openai", Connection("openai", fake.url + "/v1", "sk-test"),
+                           transport=transport)
         results = provider.submit("gpt-4o-mini", "sync", [
             _req({"messages": [{"role": "user", "content": "weather?"}],
                   "tools": [{"type": "function", "function": {"name": "weather"}}]}),
@@ -91,6 +96,61 @@ def test_openai_sync_normalizes_tool_calls_responses_and_embeddings():
     assert results[1].output == {"text": "response to hello", "finish_reason": "stop"}
     assert results[1].usage == {"input_tokens": 11, "output_tokens": 5}
     assert results[2].output["embedding"] == [0.1, 0.2, 0.3]
+
+
+def _sent(fake, transport: str, adapter: str, url: str, model: str, request: ItemRequest):
+    """(path, JSON body, auth headers) of the one request a sync submit put on the wire."""
+    before = len(fake.stub.requests)
+    provider = connect(adapter, Connection(adapter, url, "sk-same"), transport=transport)
+    [result] = provider.submit(model, "sync", [request]).results
+    [rec] = fake.stub.requests[before:]
+    auth = {k: rec.headers.get(k) for k in ("authorization", "x-api-key", "anthropic-version")}
+    return rec.path, rec.json, auth, rec.headers["content-type"], result
+
+
+@pytest.mark.parametrize("adapter", ["openai", "anthropic"])
+def test_the_wire_transport_sends_exactly_what_the_sdk_sends(adapter):
+    """The thin client (bench/fanout.py's hot path) must keep the SDKs' wire format: same
+    path, body, authentication and content type, and the same normalized result."""
+    fake = FakeOpenAI() if adapter == "openai" else FakeAnthropic()
+    url = fake.url + "/v1" if adapter == "openai" else fake.url
+    model = "gpt-4o-mini" if adapter == "openai" else "claude-haiku-4-5"
+    request = _req({"messages": [{"role": "system", "content": "Be brief."},
+                                 {"role": "user", "content": "Hi ✓"}],
+                    "max_tokens": 20, "temperature": 0.2})
+    try:
+        sdk = _sent(fake, "httpx", adapter, url, model, request)
+        thin = _sent(fake, "wire", adapter, url, model, request)
+    finally:
+        fake.stop()
+    assert thin[:3] == sdk[:3]
+    assert thin[3].startswith("application/json") and sdk[3].startswith("application/json")
+    assert (thin[4].ok, thin[4].output, thin[4].usage) == (sdk[4].ok, sdk[4].output, sdk[4].usage)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_every_transport_classifies_statuses_hints_and_broken_bodies_alike(transport):
+    from tests.providers.fakes import RESET
+    fake = FakeOpenAI()
+    fake.fail_next = [(429, {"error": {"message": "Rate limit"}}, {"retry-after-ms": "20"}),
+                      (400, {"error": {"message": "maximum context length is 8 tokens"}}),
+                      (200, b'{"id": "chatcmpl-1", "choices": [{"ind'), RESET]
+    try:
+        provider = connect("openai", Connection("openai", fake.url + "/v1", "sk-test"),
+                           concurrency=1, timeout=2.0, transport=transport)
+        results = provider.submit("gpt-4o-mini", "sync", [
+            ItemRequest(f"itm_{i}", f"c{i}", "responses", "/v1/chat/completions",
+                        {"messages": [{"role": "user", "content": "x"}]})
+            for i in range(5)]).results
+    finally:
+        fake.stop()
+    errors = [r.error for r in results[:4]]
+    assert [e["code"] for e in errors[:3]] == ["rate_limited", "context_too_long",
+                                               "malformed_response"]
+    assert errors[0]["retry_after"] == 0.02 and errors[0]["retryable"]
+    assert not errors[1]["retryable"] and errors[2]["retryable"]
+    assert errors[3]["code"] in ("provider_connection_error", "provider_timeout")
+    assert errors[3]["retryable"] and results[4].ok
 
 
 def test_duplicate_custom_ids_never_leave_us():

@@ -172,7 +172,8 @@ def _run_sync(db: Database, unit_id: str, worker: str, settings: Settings) -> st
             if _past_deadline(batch):
                 queue.add_outbox(s, FINALIZE_JOB, batch.id)
                 return "deadline-passed"
-            size = chunk_size(settings, unit)
+            provider = get_provider(unit.provider, settings.providers)
+            size = chunk_size(settings, unit, streams=hasattr(provider, "stream"))
             allowed = admitted(settings, unit, size)
             if allowed == 0:
                 # Breaker open: items with a fallback move on; the others wait it out.
@@ -194,7 +195,6 @@ def _run_sync(db: Database, unit_id: str, worker: str, settings: Settings) -> st
         if not chunk:
             break
         after = chunk[-1][0]
-        provider = get_provider(unit_row.provider, settings.providers)
         with closing(_results_as_they_finish(provider, unit_row, requests)) as batches:
             for results in batches:  # the next calls stay in flight while these are written
                 metrics.provider_results(unit_row.lane, results)
@@ -210,11 +210,12 @@ def _run_sync(db: Database, unit_id: str, worker: str, settings: Settings) -> st
     return "completed"
 
 
-def chunk_size(settings: Settings, unit: WorkUnit) -> int:
-    """Items taken (and marked running) at once. Results stream back while the lane's window
-    stays full, so a chunk spans several windows; under a per-minute rate limit it is one
-    window, so the limiter sees the calls about when they go out."""
-    windows = 1 if any(settings.rates.get(unit.provider, ())) else 8
+def chunk_size(settings: Settings, unit: WorkUnit, *, streams: bool) -> int:
+    """Items taken (and marked running) at once. When results stream back while the lane's
+    window stays full, a chunk spans several windows; under a per-minute rate limit, or when
+    the whole chunk comes back at once (sandbox), it is one window: the limiter sees the calls
+    about when they go out, and each write stays short."""
+    windows = 8 if streams and not any(settings.rates.get(unit.provider, ())) else 1
     return min(1000, max(CHUNK, windows * settings.providers.concurrency))
 
 

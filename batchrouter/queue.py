@@ -8,8 +8,9 @@ drainers from enqueuing the same row at once.
 from __future__ import annotations
 
 import logging
-import socket
 import os
+import secrets
+import socket
 import time
 from datetime import timedelta
 
@@ -74,22 +75,28 @@ def add_outbox(session: Session, func: str, *args, queue: str = "default",
     return row
 
 
-def _claim(session: Session, row_id: str, lease: int) -> bool:
+def _claim(session: Session, candidates: list[str], lease: int) -> list[str]:
+    """Lease the candidates that are still free in one UPDATE; returns the ids this drain won.
+
+    The lease time, unique to this claim (random microseconds on top of now + lease), tells
+    the rows this drain won from those a concurrent drain took between the SELECT and here."""
     now = utcnow()
-    result = session.execute(
+    token = now + timedelta(seconds=lease, microseconds=secrets.randbelow(10**6))
+    session.execute(
         update(OutboxMessage)
-        .where(OutboxMessage.id == row_id, OutboxMessage.enqueued_at.is_(None),
+        .where(OutboxMessage.id.in_(candidates), OutboxMessage.enqueued_at.is_(None),
                or_(OutboxMessage.lease_until.is_(None), OutboxMessage.lease_until < now))
-        .values(lease_until=now + timedelta(seconds=lease),
-                attempts=OutboxMessage.attempts + 1))
-    return result.rowcount == 1
+        .values(lease_until=token, attempts=OutboxMessage.attempts + 1),
+        execution_options={"synchronize_session": False})
+    return list(session.scalars(select(OutboxMessage.id).where(
+        OutboxMessage.id.in_(candidates), OutboxMessage.lease_until == token)))
 
 
 def drain_outbox(db: Database, redis: Redis, *, ids: list[str] | None = None, limit: int = 500,
                  lease: int = 30) -> int:
     """Enqueue committed, due outbox rows; returns how many were enqueued.
 
-    Claim (one transaction) → enqueue (one pipeline) → mark enqueued (one transaction). A
+    Claim (one UPDATE) → enqueue (one pipeline) → mark enqueued (one transaction). A
     crash after the claim leaves the rows for the next drain once the lease lapses, so a job
     may be enqueued twice but never lost: jobs are idempotent."""
     with db.session() as session:
@@ -98,7 +105,7 @@ def drain_outbox(db: Database, redis: Redis, *, ids: list[str] | None = None, li
         if ids is not None:
             stmt = stmt.where(OutboxMessage.id.in_(ids))
         candidates = list(session.scalars(stmt.order_by(OutboxMessage.id).limit(limit)))
-        won = [row_id for row_id in candidates if _claim(session, row_id, lease)]
+        won = _claim(session, candidates, lease) if candidates else []
         rows = session.execute(select(OutboxMessage.id, OutboxMessage.func, OutboxMessage.args,
                                       OutboxMessage.queue)
                                .where(OutboxMessage.id.in_(won))).all() if won else []

@@ -92,7 +92,7 @@ def work(url: str, items: int, concurrency: int, transport: str, out, go) -> Non
                         {"messages": [{"role": "user", "content": f"question {i}"}],
                          "max_tokens": 8}) for i in range(items)]
     size = chunk_size(Settings(providers=ProviderSettings(concurrency=concurrency)),
-                      SimpleNamespace(provider="bench"))
+                      SimpleNamespace(provider="bench"), streams=True)
     out.put("ready")  # imports done: only the dispatching is timed
     go.wait()
     started = time.perf_counter()

@@ -211,9 +211,14 @@ def main() -> None:
                       target, ok))
             print(row("  items/s end to end", f"{n / figures['end_to_end']:,.0f}"))
             print(row("  preflight + quote (stored file)", f"{figures['quote']:.2f} s"))
-            print(row("  create: reserve + insert + split + commit", f"{figures['create']:.3f} s",
+            # B3 is reserve + insert + split, committed; the hand-off of the committed units to
+            # Redis right after the commit (same request) is B12's and printed below.
+            create = figures["create"] - figures["enqueue"]
+            print(row("  create: reserve + insert + split + commit", f"{create:.3f} s",
                       "target < 1 s (100k)" if n == 100_000 else "",
-                      figures["create"] < 1 if n == 100_000 else None))
+                      create < 1 if n == 100_000 else None))
+            print(row("  create + enqueue (what POST /v1/batches waits for)",
+                      f"{figures['create']:.3f} s"))
             print(row("  dispatch → finalize", f"{figures['run']:.2f} s"))
             print(row("  rows written (items / units / outbox / ledger)",
                       f"{figures['rows']['items']:,} / {figures['units']} / "

@@ -224,7 +224,7 @@ def _results_as_they_finish(provider, unit: WorkUnit, requests: list):
     with metrics.timed_provider_call(unit.lane, count_success=False):
         if hasattr(provider, "stream"):
             yield from provider.stream(unit.provider_model_id, requests,
-                                       max(CHUNK // 2, provider.concurrency // 2))
+                                       max(CHUNK, provider.concurrency))
         else:
             yield provider.submit(unit.provider_model_id, "sync", requests).results
 

@@ -19,7 +19,7 @@ SLA_WINDOWS = {"standard": 24 * 3600, "flex": 48 * 3600, "priority": 3600}
 ROUTING_MODES = ("cheapest", "sla_aware", "quality", "hybrid")
 PRIVACY_TIERS = ("standard", "no_training", "zdr")
 HEALTHY, HYBRID_HEALTH = 0.5, 0.9
-SYNC_UNIT, SANDBOX_UNIT = 500, 1000
+SYNC_UNIT, SANDBOX_UNIT = 1000, 1000
 
 REASONS = {
     "operation_unsupported": "The model does not support this operation.",

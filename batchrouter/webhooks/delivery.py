@@ -115,8 +115,10 @@ def claim(db: Database, settings: Settings, limit: int, busy: Counter) -> list[J
             return []
         # A lease time unique to this claim tells which rows this pump won.
         token = now + timedelta(seconds=LEASE, microseconds=random_token.randbelow(10**6))
+        # `status || ''`: a bare status test made SQLite walk the (status, next_attempt_at)
+        # index over every pending delivery instead of looking up the picked ids.
         s.execute(update(WebhookDelivery).where(
-            WebhookDelivery.id.in_(picked), WebhookDelivery.status == "pending",
+            WebhookDelivery.id.in_(picked), (WebhookDelivery.status + "") == "pending",
             or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until < now))
             .values(lease_until=token), execution_options={"synchronize_session": False})
         return _jobs(s, settings, [r[0] for r in s.execute(
@@ -207,14 +209,17 @@ def pump(db: Database, settings: Settings) -> Stats:
 def record(db: Database, sent: list[Sent], settings: Settings, stats: Stats) -> None:
     """Write the attempts and move each delivery on: done, retried later, failed, disabled."""
     wake: set[int] = set()
-    with db.session() as s:
+    with db.session() as s, s.no_autoflush:  # one flush at commit, not one per attempt
         ids = [item.job.delivery_id for item in sent]
         loaded = {d.id: d for d in s.scalars(select(WebhookDelivery)
                                              .where(WebhookDelivery.id.in_(ids)))}
-        list(s.scalars(select(WebhookEndpoint).where(  # into the identity map for s.get
-            WebhookEndpoint.id.in_({d.endpoint_id for d in loaded.values()}))))
+        # Held here: the identity map keeps unmodified objects only weakly, so s.get would
+        # have gone back to the database for every attempt.
+        owners = {e.id: e for e in s.scalars(select(WebhookEndpoint).where(
+            WebhookEndpoint.id.in_({d.endpoint_id for d in loaded.values()})))}
         for item in sent:
-            delay = _record_one(s, loaded[item.job.delivery_id], item, settings)
+            delivery = loaded[item.job.delivery_id]
+            delay = _record_one(s, delivery, owners[delivery.endpoint_id], item, settings)
             stats.attempts += 1
             stats.outcomes[_outcome_label(item.outcome)] += 1
             if item.outcome.ok:
@@ -239,12 +244,11 @@ def _outcome_label(outcome: sending.Outcome) -> str:
     return "redirect" if 300 <= outcome.status_code < 400 else f"http_{outcome.status_code // 100}xx"
 
 
-def _record_one(s: Session, delivery: WebhookDelivery, item: Sent,
+def _record_one(s: Session, delivery: WebhookDelivery, endpoint: WebhookEndpoint, item: Sent,
                 settings: Settings) -> float | None:
     """Returns the retry delay when another attempt was scheduled."""
     now = utcnow()
     outcome = item.outcome
-    endpoint = s.get(WebhookEndpoint, delivery.endpoint_id)
     delivery.attempts += 1
     s.add(WebhookAttempt(delivery_id=delivery.id, number=delivery.attempts,
                          started_at=item.started_at, signed_timestamp=item.timestamp,

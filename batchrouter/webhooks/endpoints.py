@@ -184,6 +184,7 @@ def disable(session: Session, endpoint: WebhookEndpoint, reason: str, base_url: 
 
 
 def _stop_pending(session: Session, endpoint: WebhookEndpoint, why: str) -> None:
+    session.flush()  # the delivery pump records with autoflush off: its rows first
     session.execute(update(WebhookDelivery).where(
         WebhookDelivery.endpoint_id == endpoint.id, WebhookDelivery.status == "pending")
         .values(status="failed", last_error=why, finished_at=utcnow(), next_attempt_at=None))

@@ -132,15 +132,21 @@ class Cluster:
                        env=self.env(), check=True, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
 
-    def start_web(self, processes: int = 2, threads: int = 4) -> None:
+    def start_web(self, processes: int | None = None, threads: int | None = None) -> str:
+        """gunicorn with scripts/gunicorn_conf.py: the production shape (one sync process per
+        core plus one) unless processes/threads say otherwise; returns the shape as
+        "processes×threads"."""
         port = free_port()
         self.base_url = f"http://127.0.0.1:{port}"
+        processes = processes or len(os.sched_getaffinity(0)) + 1
+        threads = threads or 1
         env = {**self.env(), "HOST": "127.0.0.1", "PORT": str(port),
                "WEB_CONCURRENCY": str(processes), "WEB_THREADS": str(threads)}
         self._spawn("web", [str(BIN / "gunicorn"), "-c", "scripts/gunicorn_conf.py",
                             "app:app"], env=env)
         import requests
         wait_until(lambda: requests.get(self.base_url + "/healthz", timeout=2).ok, 30, "web")
+        return f"{processes}×{threads}"
 
     def start_worker(self) -> str:
         self.worker_seq += 1

@@ -1,5 +1,6 @@
 """Load test (issue 11.6): 100 concurrent API clients for 2 minutes against the multi-process
-setup (PostgreSQL, gunicorn 2 processes × 4 threads, 3 `flask worker` processes, Redis).
+setup (PostgreSQL, gunicorn in its production shape — scripts/gunicorn_conf.py: one sync process
+per core plus one —, 3 `flask worker` processes, Redis).
 
 Each client has its own API key (20 workspaces × 5 keys) and loops: quote a small batch, create
 it, poll `GET /v1/batches/{id}` every second until it is terminal, list its batches. Before the
@@ -165,7 +166,7 @@ def main() -> int:
         app = cluster.app()
         secrets = [s for _ws, keys in seed_workspaces(app, CLIENTS // 5 or 1, 5) for s in keys]
         secrets = secrets[:CLIENTS]
-        cluster.start_web(processes=2)
+        shape = cluster.start_web()
         for _ in range(3):
             cluster.start_worker()
         time.sleep(2)
@@ -182,7 +183,7 @@ def main() -> int:
     unexpected = sum(c for st in rec.statuses.values() for code, c in st.items()
                      if 400 <= code < 500)
     polling = [ms for name in POLLING for ms in rec.latencies[name]]
-    print(f"bench/load.py — PostgreSQL ({where}), gunicorn 2×4, 3 workers, {CLIENTS} clients "
+    print(f"bench/load.py — PostgreSQL ({where}), gunicorn {shape}, 3 workers, {CLIENTS} clients "
           f"× {SECONDS:.0f} s, poll every {POLL_EVERY:.1f} s, {ITEMS_PER_BATCH}-item batches; "
           f"load average {quiet_load:.1f} before, {busy_load:.1f} after, {os.cpu_count()} cores")
     print(row("single client GET /v1/batches/{id} p50 / p95",

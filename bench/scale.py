@@ -198,7 +198,7 @@ def main() -> int:
         cluster.migrate()
         app = cluster.app()
         owners = [secrets[0] for _ws, secrets in seed_workspaces(app, 2)]
-        cluster.start_web(processes=2)
+        shape = cluster.start_web(processes=2)  # issue 11: two web processes
         for _ in range(3):
             cluster.start_worker()
         load = os.getloadavg()[0]
@@ -228,7 +228,7 @@ def main() -> int:
         logged = cluster.all_logs().count("deadlock detected")
         if deadlocks or logged:
             problems.append(f"{deadlocks} PostgreSQL deadlocks, {logged} in the logs")
-        print(f"bench/scale.py — PostgreSQL ({where}), gunicorn 2×4, 3 workers (+1 after a "
+        print(f"bench/scale.py — PostgreSQL ({where}), gunicorn {shape}, 3 workers (+1 after a "
               f"SIGKILL), {BATCHES} × {ITEMS:,} sandbox items; load average at start "
               f"{load:.1f} on {os.cpu_count()} cores; started {started_at} UTC")
         print(row("batches created concurrently (API)", f"{created:.2f} s"))

@@ -3,21 +3,18 @@ the environment (SPEC §12).
 
 A key saved in the console wins over the environment (`OPENAI_API_KEY`, …); a base URL saved in
 the console wins over `*_BASE_URL`, which wins over the catalog's default. Saved keys are
-encrypted with a key derived from SECRET_KEY (HKDF → Fernet) and only their last 4 characters
-are ever shown again.
+sealed (sealing.py: a key derived from SECRET_KEY, HKDF → Fernet) and only their last 4
+characters are ever shown again.
 """
 from __future__ import annotations
 
-import base64
 import re
 from urllib.parse import urlparse
 
-from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from batchrouter import sealing
 from batchrouter.db import utcnow
 from batchrouter.errors import NotFound, ValidationFailed
 from batchrouter.models import Provider, ProviderCredential
@@ -26,21 +23,15 @@ from batchrouter.providers import Connection, connect
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{1,38}$")
 
 
-def _fernet(secret: str) -> Fernet:
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"batchrouter",
-               info=b"provider-credentials").derive(secret.encode())
-    return Fernet(base64.urlsafe_b64encode(key))
+PURPOSE = "provider-credentials"
 
 
 def encrypt(secret: str, value: str) -> str:
-    return _fernet(secret).encrypt(value.encode()).decode()
+    return sealing.seal(secret, PURPOSE, value)
 
 
 def decrypt(secret: str, token: str) -> str | None:
-    try:
-        return _fernet(secret).decrypt(token.encode()).decode()
-    except InvalidToken:
-        return None  # SECRET_KEY changed: the key must be entered again
+    return sealing.unseal(secret, PURPOSE, token)  # None: SECRET_KEY changed, enter it again
 
 
 def stored(session: Session, secret: str) -> dict:

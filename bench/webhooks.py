@@ -26,6 +26,7 @@ from batchrouter.db import utcnow  # noqa: E402
 EVENTS = int(os.environ.get("BENCH_WEBHOOK_EVENTS", "20000"))
 ENDPOINTS = 50
 RATE = int(os.environ.get("BENCH_WEBHOOK_RATE", "300"))
+KEY = "bench"  # bench_app's SECRET_KEY: the endpoints' secrets are sealed under it
 
 RECEIVERS = textwrap.dedent("""
     import asyncio, sys
@@ -66,13 +67,14 @@ def start_receivers(statuses: list[int]) -> tuple[subprocess.Popen, list[int]]:
 
 def make_endpoints(db, workspace_id: str, ports: list[int]) -> list[str]:
     from batchrouter.models import WebhookEndpoint
-    from batchrouter.webhooks.endpoints import generate_secret
+    from batchrouter.webhooks.endpoints import generate_secret, seal
 
     ids = []
     with db.session() as s:
         for i, port in enumerate(ports):
             e = WebhookEndpoint(workspace_id=workspace_id, batch_id=f"bench-{i}",
-                                url=f"http://127.0.0.1:{port}/hook", secret=generate_secret())
+                                url=f"http://127.0.0.1:{port}/hook",
+                                secret=seal(KEY, generate_secret()))
             s.add(e)
             s.flush()
             ids.append(e.id)
@@ -95,7 +97,7 @@ def add_events(db, workspace_id: str, endpoint_ids: list[str], n: int) -> None:
 def settings(app):
     from batchrouter.webhooks.delivery import Settings
 
-    return Settings(allow_private=True, base_url="http://127.0.0.1", secret_key="bench")
+    return Settings(allow_private=True, base_url="http://127.0.0.1", secret_key=KEY)
 
 
 def reset(db) -> None:

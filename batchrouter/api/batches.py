@@ -43,7 +43,8 @@ def create_batch():
     source = batches.request_lines(session, runtime().storage, principal.workspace_id, data,
                                    quote)
     webhook = check_batch_webhook(
-        data.get("webhook"), allow_private=current_app.config["WEBHOOKS_ALLOW_PRIVATE_TARGETS"])
+        data.get("webhook"), key=current_app.config["SECRET_KEY"],
+        allow_private=current_app.config["WEBHOOKS_ALLOW_PRIVATE_TARGETS"])
     batch = batches.create_batch(session, quote=quote, source=source,
                                  metadata=data.get("metadata"), webhook=webhook,
                                  key_id=principal.key_id)

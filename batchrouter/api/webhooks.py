@@ -43,7 +43,7 @@ def put_default():
     session = db_session()
     existed = endpoints.default_endpoint(session, current_principal().workspace_id) is not None
     endpoint, shown = endpoints.put_default(session, current_principal().workspace_id, url,
-                                            secret)
+                                            secret, key=current_app.config["SECRET_KEY"])
     session.commit()
     return jsonify(endpoints.to_json(endpoint, shown)), 200 if existed else 201
 
@@ -59,7 +59,8 @@ def rotate_secret():
         raise InvalidRequest("overlap_seconds must be an integer.", code="invalid_overlap")
     session = db_session()
     endpoint = _default()
-    shown = endpoints.rotate_secret(session, endpoint, secret, overlap)
+    shown = endpoints.rotate_secret(session, endpoint, secret, overlap,
+                                    key=current_app.config["SECRET_KEY"])
     session.commit()
     return jsonify(endpoints.to_json(endpoint, shown))
 

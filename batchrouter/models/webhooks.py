@@ -20,10 +20,12 @@ class WebhookEndpoint(Base):
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
     batch_id: Mapped[str | None] = mapped_column(String(40))
     url: Mapped[str] = mapped_column(String(2048))
-    # Needed in clear to sign; never echoed by the API after creation.
-    secret: Mapped[str] = mapped_column(String(300))
+    # Sealed under SECRET_KEY (webhooks.endpoints.seal): needed in clear to sign, never echoed
+    # by the API after creation; its last 4 characters in clear for the console and API.
+    secret: Mapped[str] = mapped_column(Text)
+    secret_hint: Mapped[str] = mapped_column(String(8), default="")
     # During a rotation both signatures are sent until previous_secret_until.
-    previous_secret: Mapped[str | None] = mapped_column(String(300))
+    previous_secret: Mapped[str | None] = mapped_column(Text)
     previous_secret_until: Mapped[datetime | None] = mapped_column(DateTime)
     status: Mapped[str] = mapped_column(String(16), default="active")  # active|disabled|deleted
     disabled_reason: Mapped[str | None] = mapped_column(String(300))

@@ -44,7 +44,8 @@ def save():
         url, secret = endpoints.check_registration(
             request.form.get("url", "").strip(), request.form.get("secret") or None,
             allow_private=current_app.config["WEBHOOKS_ALLOW_PRIVATE_TARGETS"])
-        endpoint, shown = endpoints.put_default(session, current_user.workspace_id, url, secret)
+        endpoint, shown = endpoints.put_default(session, current_user.workspace_id, url, secret,
+                                                key=current_app.config["SECRET_KEY"])
     except DomainError as exc:
         session.rollback()
         response = render("webhooks/index.html", "webhooks/_endpoint.html",
@@ -65,7 +66,7 @@ def rotate():
     endpoint = endpoints.default_endpoint(session, current_user.workspace_id)
     if endpoint is None:
         return redirect_to(url_for("webhooks.index"))
-    shown = endpoints.rotate_secret(session, endpoint)
+    shown = endpoints.rotate_secret(session, endpoint, key=current_app.config["SECRET_KEY"])
     session.commit()
     return render("webhooks/index.html", "webhooks/_endpoint.html",
                   **_index_context(new_secret=shown, rotated=True))

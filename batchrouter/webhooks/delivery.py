@@ -133,7 +133,8 @@ def _jobs(s: Session, settings: Settings, won: list[str], now) -> list[Job]:
                      .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
                      .join(WebhookEvent, WebhookEvent.id == WebhookDelivery.event_id)
                      .where(WebhookDelivery.id.in_(won))).all()
-    return [Job(delivery_id, endpoint.id, endpoint.url, endpoints.signing_secrets(endpoint, now),
+    return [Job(delivery_id, endpoint.id, endpoint.url,
+                endpoints.signing_secrets(endpoint, now, settings.secret_key),
                 event.id, _body(s, settings, event)) for delivery_id, endpoint, event in rows]
 
 
@@ -159,6 +160,10 @@ def attempt(job: Job, settings: Settings) -> Sent:
     """Sign with a fresh timestamp (every attempt) and POST once."""
     started = utcnow()
     timestamp = int(time.time())
+    if not job.secrets:  # never send unsigned: the attempt fails and follows the schedule
+        return Sent(job, started, timestamp, sending.Outcome(
+            None, 0, error="The signing secret cannot be read (SECRET_KEY changed): rotate it.",
+            blocked=True))
     headers = sending.sign(job.event_id, job.body, job.secrets, timestamp)
     outcome = sending.post(job.url, job.body, headers, allow_private=settings.allow_private,
                            resolver=settings.resolver, timeout=settings.timeout)

@@ -2,6 +2,11 @@
 
 URL checks that resolve DNS (`check_registration`) run before any transaction is opened; the
 functions that write take the already-checked values.
+
+Signing secrets are needed in clear to sign, so they are sealed at rest (sealing.py, under
+SECRET_KEY) rather than hashed: every function that stores or reads one takes `key`, the
+app's SECRET_KEY. A stored value without the `sealed:` prefix is a secret written before
+sealing existed (migration 0011): it is read as it is and sealed when next rotated.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from batchrouter import email as mail
+from batchrouter import sealing
 from batchrouter.db import iso, utcnow
 from batchrouter.errors import Conflict, NotFound, ValidationFailed
 from batchrouter.models import Batch, Membership, User, WebhookDelivery, WebhookEndpoint
@@ -23,6 +29,27 @@ SECRET_MIN, SECRET_MAX = 8, 256
 OVERLAP_DEFAULT = 24 * 3600
 OVERLAP_MAX = 7 * 24 * 3600
 LIVE = ("active", "disabled")
+PURPOSE = "webhook-secrets"
+SEALED = "sealed:"
+
+
+def seal(key: str, secret: str) -> str:
+    return SEALED + sealing.seal(key, PURPOSE, secret)
+
+
+def unseal(key: str, stored: str | None) -> str | None:
+    """The secret in clear; None when it was sealed under another SECRET_KEY."""
+    if stored is None or not stored.startswith(SEALED):
+        return stored
+    return sealing.unseal(key, PURPOSE, stored[len(SEALED):])
+
+
+def hint(secret: str) -> str:
+    return secret[-4:]
+
+
+def _set_secret(endpoint: WebhookEndpoint, key: str, secret: str) -> None:
+    endpoint.secret, endpoint.secret_hint = seal(key, secret), hint(secret)
 
 
 def generate_secret() -> str:
@@ -57,8 +84,9 @@ def check_registration(url, secret, *, allow_private: bool, resolver=None) -> tu
     return target.url, clean_secret(secret)
 
 
-def check_batch_webhook(value, *, allow_private: bool, resolver=None) -> dict | None:
-    """The `webhook` of a batch create, checked: `{url, secret}` (secret generated if absent)."""
+def check_batch_webhook(value, *, key: str, allow_private: bool, resolver=None) -> dict | None:
+    """The `webhook` of a batch create, checked: `{url, secret, secret_hint}` with the secret
+    (generated if absent) already sealed."""
     if value is None:
         return None
     if not isinstance(value, dict) or set(value) - {"url", "secret"}:
@@ -66,7 +94,8 @@ def check_batch_webhook(value, *, allow_private: bool, resolver=None) -> dict | 
                                code="invalid_webhook")
     url, secret = check_registration(value.get("url"), value.get("secret"),
                                      allow_private=allow_private, resolver=resolver)
-    return {"url": url, "secret": secret or generate_secret()}
+    secret = secret or generate_secret()
+    return {"url": url, "secret": seal(key, secret), "secret_hint": hint(secret)}
 
 
 def attach_to_batch(session: Session, batch: Batch) -> WebhookEndpoint | None:
@@ -75,7 +104,8 @@ def attach_to_batch(session: Session, batch: Batch) -> WebhookEndpoint | None:
     if not batch.webhook or "secret" not in batch.webhook:
         return None
     endpoint = WebhookEndpoint(workspace_id=batch.workspace_id, batch_id=batch.id,
-                               url=batch.webhook["url"], secret=batch.webhook["secret"])
+                               url=batch.webhook["url"], secret=batch.webhook["secret"],
+                               secret_hint=batch.webhook["secret_hint"])
     session.add(endpoint)
     session.flush()
     batch.webhook = {"url": endpoint.url, "endpoint_id": endpoint.id}
@@ -98,47 +128,56 @@ def targets_for(session: Session, batch: Batch | None, workspace_id: str) -> lis
     return [endpoint] if endpoint is not None and endpoint.status == "active" else []
 
 
-def put_default(session: Session, workspace_id: str, url: str,
-                secret: str | None) -> tuple[WebhookEndpoint, str | None]:
+def put_default(session: Session, workspace_id: str, url: str, secret: str | None, *,
+                key: str) -> tuple[WebhookEndpoint, str | None]:
     """Create or update the default endpoint (re-enabling it); returns the secret to show
     once when one was generated or given, else None."""
     endpoint = default_endpoint(session, workspace_id)
     now = utcnow()
     if endpoint is None:
-        endpoint = WebhookEndpoint(workspace_id=workspace_id, url=url,
-                                   secret=secret or generate_secret(), created_at=now)
+        secret = secret or generate_secret()
+        endpoint = WebhookEndpoint(workspace_id=workspace_id, url=url, created_at=now)
+        _set_secret(endpoint, key, secret)
         session.add(endpoint)
         session.flush()
-        return endpoint, endpoint.secret
+        return endpoint, secret
     endpoint.url, endpoint.updated_at = url, now
     if endpoint.status == "disabled":
         endpoint.status, endpoint.disabled_reason, endpoint.disabled_at = "active", None, None
         endpoint.failing_since = None
     if secret:
-        endpoint.secret, endpoint.previous_secret, endpoint.previous_secret_until = \
-            secret, None, None
+        _set_secret(endpoint, key, secret)
+        endpoint.previous_secret, endpoint.previous_secret_until = None, None
     return endpoint, secret
 
 
 def rotate_secret(session: Session, endpoint: WebhookEndpoint, secret: str | None = None,
-                  overlap: int = OVERLAP_DEFAULT) -> str:
+                  overlap: int = OVERLAP_DEFAULT, *, key: str) -> str:
     """Replace the secret; the old one keeps signing too for `overlap` seconds."""
     if not 0 <= overlap <= OVERLAP_MAX:
         raise ValidationFailed(f"overlap_seconds must be 0–{OVERLAP_MAX}.",
                                code="invalid_overlap")
     now = utcnow()
-    endpoint.previous_secret = endpoint.secret if overlap else None
-    endpoint.previous_secret_until = now + timedelta(seconds=overlap) if overlap else None
-    endpoint.secret = secret or generate_secret()
+    previous = unseal(key, endpoint.secret) if overlap else None
+    endpoint.previous_secret = seal(key, previous) if previous else None
+    endpoint.previous_secret_until = now + timedelta(seconds=overlap) if previous else None
+    secret = secret or generate_secret()
+    _set_secret(endpoint, key, secret)
     endpoint.updated_at = now
-    return endpoint.secret
+    return secret
 
 
-def signing_secrets(endpoint: WebhookEndpoint, now) -> list[str]:
+def signing_secrets(endpoint: WebhookEndpoint, now, key: str) -> list[str]:
+    """The secrets that sign a delivery now (two during a rotation's overlap); empty when
+    the current one cannot be read (SECRET_KEY changed: the secret must be rotated)."""
+    current = unseal(key, endpoint.secret)
+    if current is None:
+        return []
     if endpoint.previous_secret and endpoint.previous_secret_until \
             and endpoint.previous_secret_until > now:
-        return [endpoint.secret, endpoint.previous_secret]
-    return [endpoint.secret]
+        previous = unseal(key, endpoint.previous_secret)
+        return [current, previous] if previous else [current]
+    return [current]
 
 
 def delete_default(session: Session, workspace_id: str) -> WebhookEndpoint:
@@ -211,7 +250,7 @@ def to_json(endpoint: WebhookEndpoint, secret: str | None = None) -> dict:
             "disabled_reason": endpoint.disabled_reason,
             "disabled_at": iso(endpoint.disabled_at),
             "failing_since": iso(endpoint.failing_since),
-            "secret_hint": "…" + endpoint.secret[-4:],
+            "secret_hint": "…" + endpoint.secret_hint,
             "previous_secret_expires_at": iso(endpoint.previous_secret_until),
             "created_at": iso(endpoint.created_at)}
     if secret:

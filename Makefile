@@ -38,7 +38,7 @@ bench: $(VENV)/.installed-test
 	@bash scripts/bench.sh
 
 lint: $(VENV)/.installed-test
-	$(BIN)/pip install -q ruff && $(BIN)/ruff check batchrouter jobs tests
+	$(BIN)/pip install -q ruff && $(BIN)/ruff check batchrouter jobs tests bench
 
 clean:
 	rm -rf $(VENV) instance/*.db instance/redis*

@@ -21,7 +21,7 @@ def buffer(redis, record: dict) -> None:
     """Queue one record (kind `api` or `rate_limit`); a Redis hiccup never fails the request."""
     try:
         redis.rpush(BUFFER_KEY, json.dumps(record, separators=(",", ":")))
-    except Exception:  # noqa: BLE001 - records are best effort, the response is not
+    except Exception:
         log.warning("could not buffer an API event", exc_info=True)
 
 

@@ -7,18 +7,17 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Iterable, NamedTuple
-
-from sqlalchemy import bindparam, case, func, insert, select
-from sqlalchemy.orm import Session
+from typing import NamedTuple
 
 import msgspec
 import orjson
+from sqlalchemy import bindparam, case, func, insert, select
+from sqlalchemy.orm import Session
 
-from batchrouter import (bulk, ledger, manifest, money, privacy, queue, quotes, routing,
-                         webhooks)
+from batchrouter import bulk, ledger, manifest, money, privacy, queue, quotes, routing, webhooks
 from batchrouter.db import iso, utcnow
 from batchrouter.errors import Conflict, InvalidRequest, NotFound, ValidationFailed
 from batchrouter.ids import new_id, new_ids

@@ -35,10 +35,10 @@ def insert_rows(session: Session, table: Table, columns: list[str], rows: list[t
     names = ", ".join(f'"{c}"' for c in [*columns, *constants])
     if connection.dialect.name == "postgresql":
         tail = tuple(constants.values())
-        with dbapi.cursor() as cursor:
-            with cursor.copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy:
-                for row in rows:
-                    copy.write_row(row + tail)
+        with dbapi.cursor() as cursor, \
+                cursor.copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy:
+            for row in rows:
+                copy.write_row(row + tail)
         return
     if len(rows) >= BIG_WRITE:
         defer_checkpoint(connection.connection)

@@ -1,11 +1,11 @@
 """Flask commands of SPEC §12: db upgrade, seed, worker, users create, keys create."""
 from __future__ import annotations
 
+import json
+
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
-
-import json
 
 from batchrouter import accounts, apikeys, catalog, ledger
 from batchrouter.errors import DomainError
@@ -119,7 +119,7 @@ def seed():
     """Seed the demo workspace and owner login (safe to run again)."""
     with runtime().db.session() as session:
         catalog.seed(session)
-        user, workspace_id = seed_demo(session, account_settings(),
+        _user, workspace_id = seed_demo(session, account_settings(),
                                        current_app.config["BATCHROUTER_DEMO_CREDITS"])
     click.echo(f"demo login: {DEMO_EMAIL} / {DEMO_PASSWORD} (workspace {workspace_id})")
 

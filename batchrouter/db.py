@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import MetaData, create_engine, event
 from sqlalchemy.engine import Engine
@@ -26,7 +26,7 @@ class Base(DeclarativeBase):
 
 def utcnow() -> datetime:
     """Naive UTC now: every timestamp column stores UTC without tzinfo (portable across DBs)."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def normalize_url(url: str) -> str:

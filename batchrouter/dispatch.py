@@ -39,7 +39,7 @@ class Settings:
     lease_seconds: int = 120
     poll_interval: float = 2.0
     retry_base_delay: float = 2.0  # retries wait up to this × 2^(run-1), full jitter
-    providers: ProviderSettings = ProviderSettings()
+    providers: ProviderSettings = field(default_factory=ProviderSettings)
     health: object = None  # health.Health (Redis) or None: no breakers, no rate limits
     rates: dict = field(default_factory=dict)  # provider slug -> (requests/min, tokens/min)
     stall_seconds: float = 3600.0  # a provider batch with no progress this long has stalled

@@ -6,11 +6,12 @@ is sent if and only if the change that wants it commits. `deliver` runs in the j
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC
 
 import resend
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from batchrouter import queue
@@ -101,7 +102,7 @@ def deliver(session: Session, email_id: str, transport: Transport) -> EmailMessa
     try:
         # The idempotency key makes Resend drop a resend of a message it already accepted.
         result = resend.Emails.send(params, {"idempotency_key": message.idempotency_key})
-    except Exception as exc:  # noqa: BLE001 - classified below, recorded either way
+    except Exception as exc:
         message.last_error = f"{type(exc).__name__}: {exc}"[:500]
         if isinstance(exc, resend.exceptions.ResendError) \
                 and str(getattr(exc, "code", "")) in ("400", "401", "403", "404", "422"):
@@ -140,10 +141,10 @@ def record_provider_event(session: Session, event: dict) -> EmailMessage | None:
 
 
 def _event_time(value):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(str(value))
     except (TypeError, ValueError):
         return None
-    return parsed.astimezone(timezone.utc).replace(tzinfo=None) if parsed.tzinfo else parsed
+    return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed

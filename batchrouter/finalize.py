@@ -64,7 +64,7 @@ def _cancel_provider_batches(session: Session, batch: Batch, cancel_submitted) -
                                                        WorkUnit.status == "submitted")):
         try:
             cancel_submitted(unit)
-        except Exception:  # noqa: BLE001 - best effort: the batch still stops on our side
+        except Exception:
             log.warning("could not cancel provider batch of unit %s", unit.id, exc_info=True)
 
 

@@ -63,8 +63,8 @@ def _table(header: tuple[str, ...], rows) -> str:
 
 
 def _values(ctx: Context) -> dict[str, str]:
-    subs = ctx.subprocessors or [("None configured", "this installation uses no outside "
-                                                     "service that receives personal data")]
+    subs = ctx.subprocessors or [("None configured", ("this installation uses no outside "
+                                                      "service that receives personal data"))]
     return {
         "operator_name": ctx.operator_name, "operator_email": ctx.operator_email,
         "base_url": ctx.base_url, "policy_version": ctx.policy_version,

@@ -9,8 +9,18 @@ from sqlalchemy.orm import Session
 from batchrouter import accounts, consent, ledger, privacy, privacy_export, queue, teams, tokens
 from batchrouter.db import utcnow
 from batchrouter.errors import Conflict, NotFound, ValidationFailed
-from batchrouter.models import (Batch, EmailMessage, File, Invitation, Item, PrivacyRequest,
-                                ProcessingRestriction, SupportMessage, User, UserSession)
+from batchrouter.models import (
+    Batch,
+    EmailMessage,
+    File,
+    Invitation,
+    Item,
+    PrivacyRequest,
+    ProcessingRestriction,
+    SupportMessage,
+    User,
+    UserSession,
+)
 from batchrouter.models.batches import BATCH_TERMINAL
 from batchrouter.privacy import Operator, Settings
 

@@ -14,11 +14,28 @@ from sqlalchemy.orm import Session
 
 from batchrouter import consent
 from batchrouter.db import utcnow
-from batchrouter.models import (AnalyticsEvent, AnalyticsPageView, ApiKey, Base, Batch,
-                                ConsentRecord, CreditLot, EmailMessage, Feedback, Invitation,
-                                Item, LedgerEntry, LedgerTransaction, Membership,
-                                PrivacyRequest, SecurityEvent, SupportMessage, User,
-                                UserSession, Workspace)
+from batchrouter.models import (
+    AnalyticsEvent,
+    AnalyticsPageView,
+    ApiKey,
+    Base,
+    Batch,
+    ConsentRecord,
+    CreditLot,
+    EmailMessage,
+    Feedback,
+    Invitation,
+    Item,
+    LedgerEntry,
+    LedgerTransaction,
+    Membership,
+    PrivacyRequest,
+    SecurityEvent,
+    SupportMessage,
+    User,
+    UserSession,
+    Workspace,
+)
 
 _USER_COLUMN = re.compile(r"(^|_)user_id$|_by_id$|^created_by$|^submitted_by$")
 _SECRET_COLUMN = re.compile(r"password|secret|token|_hash$")

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Iterable
 
 import msgspec
 from sqlalchemy.orm import Session
@@ -25,7 +25,7 @@ class QuoteRejected(DomainError):
 class Settings:
     credentials: dict  # config values: which providers have keys
     fee_ppm: int = pricing.DEFAULT_FEE_PPM
-    limits: manifest.Limits = manifest.Limits()
+    limits: manifest.Limits = field(default_factory=manifest.Limits)
     ttl: int = QUOTE_TTL
 
 

@@ -9,9 +9,19 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from batchrouter.db import utcnow
-from batchrouter.models import (AnalyticsEvent, AnalyticsPageView, ApiEvent, Batch,
-                                EmailMessage, File, Item, RateLimitHit, RetentionRun,
-                                SecurityEvent, SupportMessage)
+from batchrouter.models import (
+    AnalyticsEvent,
+    AnalyticsPageView,
+    ApiEvent,
+    Batch,
+    EmailMessage,
+    File,
+    Item,
+    RateLimitHit,
+    RetentionRun,
+    SecurityEvent,
+    SupportMessage,
+)
 from batchrouter.models.batches import BATCH_TERMINAL
 
 

@@ -154,7 +154,7 @@ def _figures(item, lane: Lane, ctx: Context) -> tuple:
 class _Candidate:
     """An eligible lane with what ranking and pricing need, computed once per signature."""
 
-    __slots__ = ("lane", "family", "sizing", "a", "b", "pre", "post", "outs")
+    __slots__ = ("a", "b", "family", "lane", "outs", "post", "pre", "sizing")
 
     def __init__(self, lane: Lane, ctx: Context, controls: Controls, models: tuple):
         self.lane = lane

@@ -22,8 +22,15 @@ from batchrouter import email as mail
 from batchrouter.apikeys import ROLE_RANK
 from batchrouter.db import iso, utcnow
 from batchrouter.errors import Conflict, Forbidden, NotFound, ValidationFailed
-from batchrouter.models import (ApiKey, Invitation, Membership, SecurityEvent, User,
-                                UserSession, Workspace)
+from batchrouter.models import (
+    ApiKey,
+    Invitation,
+    Membership,
+    SecurityEvent,
+    User,
+    UserSession,
+    Workspace,
+)
 from batchrouter.models.accounts import ROLES
 from batchrouter.records import log_security
 from batchrouter.tokens import TokenExpired, TokenInvalid

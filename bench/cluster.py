@@ -34,7 +34,7 @@ def wait_until(check, timeout: float, what: str) -> None:
         try:
             if check():
                 return
-        except Exception:  # noqa: BLE001 - not up yet
+        except Exception:  # noqa: BLE001, S110 - not up yet
             pass
         time.sleep(0.1)
     raise RuntimeError(f"{what} did not come up within {timeout:.0f} s")

@@ -9,8 +9,7 @@ import time
 from contextlib import contextmanager
 
 MODELS = ["gpt-4o-mini", "gpt-4.1-mini", "claude-haiku-4-5", "sandbox-chat", "llama-3.3-70b-instruct"]
-WORDS = ("batch routing quote lane provider model token price credit receipt webhook "
-         "artifact settle reserve window latency throughput summarize classify").split()
+WORDS = ["batch", "routing", "quote", "lane", "provider", "model", "token", "price", "credit", "receipt", "webhook", "artifact", "settle", "reserve", "window", "latency", "throughput", "summarize", "classify"]
 
 
 def make_line(i: int, rng: random.Random) -> bytes:
@@ -56,14 +55,13 @@ def bench_app(tmp: str, **overrides):
               "OPENAI_API_KEY": "sk-bench", "ANTHROPIC_API_KEY": "sk-bench",
               "OPENROUTER_API_KEY": "sk-bench", **overrides}
     app = create_app(config)
-    with app.app_context():
-        with app.extensions["batchrouter"].db.session() as s:
-            catalog.seed(s)
-            user, workspace_id = seed_demo(s, account_settings(), 100_000_000)
-            ledger.grant(s, workspace_id, 1_000_000_000_000, kind="promo", reason="bench",
-                         idempotency_key="bench-credits")
-            _key, secret = apikeys.create_key(s, workspace_id=workspace_id, creator_id=user.id,
-                                              creator_role="owner", name="bench", scopes=None)
+    with app.app_context(), app.extensions["batchrouter"].db.session() as s:
+        catalog.seed(s)
+        user, workspace_id = seed_demo(s, account_settings(), 100_000_000)
+        ledger.grant(s, workspace_id, 1_000_000_000_000, kind="promo", reason="bench",
+                     idempotency_key="bench-credits")
+        _key, secret = apikeys.create_key(s, workspace_id=workspace_id, creator_id=user.id,
+                                          creator_role="owner", name="bench", scopes=None)
     return app, secret, workspace_id
 
 

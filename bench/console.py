@@ -28,14 +28,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import requests  # noqa: E402
+import requests
 
-from bench.common import bench_app, row, tmpdir  # noqa: E402
-from bench.pipeline import free_port, manifest_bytes  # noqa: E402
+from bench.common import bench_app, row, tmpdir
+from bench.pipeline import free_port, manifest_bytes
 
 CLIENTS = 16
 GUNICORN_CONF = ROOT / "scripts" / "gunicorn_conf.py"
-REQUESTS_PER_CLIENT = int(os.environ.get("BENCH_CONSOLE_REQUESTS", 100))
+REQUESTS_PER_CLIENT = int(os.environ.get("BENCH_CONSOLE_REQUESTS", "100"))
 
 
 def make_batch(app, workspace_id: str, n: int) -> str:
@@ -261,7 +261,7 @@ def main() -> None:
 def gunicorn_shape() -> str:
     """Processes and threads as scripts/gunicorn_conf.py (or GUNICORN_CMD_ARGS) sets them."""
     namespace: dict = {}
-    exec(compile(GUNICORN_CONF.read_text(), str(GUNICORN_CONF), "exec"), namespace)
+    exec(compile(GUNICORN_CONF.read_text(), str(GUNICORN_CONF), "exec"), namespace)  # noqa: S102
     extra = os.environ.get("GUNICORN_CMD_ARGS")
     workers, threads = namespace["workers"], namespace["threads"]
     shape = f"{workers} sync processes" if threads == 1 else \

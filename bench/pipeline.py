@@ -15,13 +15,14 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import bench_app, row, tmpdir  # noqa: E402
+from bench.common import bench_app, row, tmpdir
 
 SIZES = [int(n) for n in os.environ.get("BENCH_PIPELINE_SIZES", "10000,100000").split(",")]
 WORKERS = 2
@@ -107,7 +108,7 @@ def run_size(app, workspace_id: str, n: int, model: str = "sandbox-chat",
             s.commit()  # the commit is part of create (the outbox fast path runs after it)
         create_s = time.perf_counter() - t0
     created = time.perf_counter()
-    created_at = datetime.now(timezone.utc).replace(tzinfo=None)
+    created_at = datetime.now(UTC).replace(tzinfo=None)
     while True:
         with rt.db.session() as s:
             status = s.get(Batch, batch_id).status
@@ -182,7 +183,7 @@ def queue_overhead(redis_url: str, created_at) -> dict:
         by_worker.setdefault(job[1], []).append(job)
     for runs in by_worker.values():
         runs.sort(key=lambda j: j[3])
-        for before, after in zip(runs, runs[1:]):
+        for before, after in pairwise(runs):
             gaps += max(0.0, (after[3] - max(before[4], after[2])).total_seconds())
     last_end = max((j[4] for j in dispatch), default=created_at)
     return {"jobs": len(dispatch),

@@ -14,12 +14,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import orjson  # noqa: E402
+import orjson
 
-from bench.common import bench_app, row, timed, tmpdir, write_manifest  # noqa: E402
+from bench.common import bench_app, row, timed, tmpdir, write_manifest
 
-N = int(os.environ.get("BENCH_ITEMS", 100_000))
-BIG = int(os.environ.get("BENCH_BIG_ITEMS", 1_000_000))
+N = int(os.environ.get("BENCH_ITEMS", "100000"))
+BIG = int(os.environ.get("BENCH_BIG_ITEMS", "1000000"))
 
 
 def preflight_figures(path: str, app) -> dict:
@@ -31,9 +31,8 @@ def preflight_figures(path: str, app) -> dict:
     with timed(results, "orjson"):
         for line in lines:
             orjson.loads(line)
-    with app.app_context():
-        with app.extensions["batchrouter"].db.session() as s:
-            models = quotes.model_operations(s)
+    with app.app_context(), app.extensions["batchrouter"].db.session() as s:
+        models = quotes.model_operations(s)
     limits = manifest.Limits()
     best = None
     for _ in range(3):

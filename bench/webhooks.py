@@ -20,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import bench_app, row, tmpdir  # noqa: E402
-from batchrouter.db import utcnow  # noqa: E402
+from batchrouter.db import utcnow
+from bench.common import bench_app, row, tmpdir
 
 EVENTS = int(os.environ.get("BENCH_WEBHOOK_EVENTS", "20000"))
 ENDPOINTS = 50

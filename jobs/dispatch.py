@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from batchrouter import (dispatch, finalize, health, logs, notifications, provider_config,
-                         queue)
+from batchrouter import dispatch, finalize, health, logs, notifications, provider_config, queue
 from batchrouter.models import Batch, WorkUnit
 from batchrouter.providers import ProviderSettings, get_provider
 from jobs import runtime

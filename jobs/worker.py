@@ -46,7 +46,7 @@ def _tick_forever(app, name: str, stop: threading.Event) -> None:
     while not stop.is_set():
         try:
             tick(app, name)
-        except Exception:  # noqa: BLE001 - a failed tick is retried on the next one
+        except Exception:
             log.warning("scheduler tick failed", exc_info=True)
         stop.wait(interval)
 

@@ -44,7 +44,7 @@ class StubServer:
         play in turn. A path ending in `*` matches every path with that prefix."""
         self.routes[(method.upper(), path)] = handler
 
-    def start(self) -> "StubServer":
+    def start(self) -> StubServer:
         stub = self
 
         class Handler(BaseHTTPRequestHandler):

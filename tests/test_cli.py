@@ -77,7 +77,6 @@ def test_credits_grant_by_email_and_workspace(app, session):
 def test_worker_lowers_its_priority_unless_burst(app, monkeypatch):
     """A long-running worker yields the CPU to web requests; a burst run keeps its priority."""
     import jobs.worker
-
     from batchrouter import cli
 
     niced, ran = [], []

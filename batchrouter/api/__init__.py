@@ -7,8 +7,18 @@ from batchrouter.api.errors import register_error_handlers
 
 
 def register_api(app: Flask) -> None:
-    from batchrouter.api import (batches, billing, catalog, health, inbound, metrics,
-                                 openai_compat, team, v1, webhooks)
+    from batchrouter.api import (
+        batches,
+        billing,
+        catalog,
+        health,
+        inbound,
+        metrics,
+        openai_compat,
+        team,
+        v1,
+        webhooks,
+    )
     from batchrouter.api.openapi import build_spec
 
     register_error_handlers(app)

@@ -8,7 +8,8 @@ from flask import Flask, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from batchrouter.api.openai_errors import PREFIX as OPENAI_PREFIX, openai_error_json
+from batchrouter.api.openai_errors import PREFIX as OPENAI_PREFIX
+from batchrouter.api.openai_errors import openai_error_json
 from batchrouter.errors import DomainError
 from batchrouter.extensions import request_id, runtime
 from batchrouter.models import ErrorReport
@@ -90,7 +91,7 @@ def _who() -> tuple[str | None, str | None]:
         user = g.get("_login_user")
         if user is not None and getattr(user, "is_authenticated", False):
             return user.id, user.workspace_id
-    except Exception:  # noqa: BLE001 - the session may be what failed; the report matters more
+    except Exception:  # noqa: BLE001, S110 - the session may be what failed; the report matters
         pass
     return None, None
 
@@ -105,7 +106,7 @@ def _abandon_request_transaction() -> None:
         return
     try:
         session.rollback()
-    except Exception:  # noqa: BLE001 - a broken connection must not hide the original error
+    except Exception:
         log.warning("could not roll back the failed request's transaction", exc_info=True)
 
 
@@ -123,7 +124,7 @@ def record_error(exc: BaseException) -> str:
             session.add(report)
             session.flush()
             return report.id
-    except Exception:  # noqa: BLE001 - the database may be what failed
+    except Exception:
         log.exception("could not record error report")
         return f"req-{request_id()}"
 

@@ -64,7 +64,7 @@ def close_clients() -> None:
 
     try:
         asyncio.run_coroutine_threadsafe(close_all(), loop).result(timeout=5)
-    except Exception:  # noqa: BLE001 - best effort on the way out
+    except Exception:  # noqa: BLE001, S110 - best effort on the way out
         pass
 
 

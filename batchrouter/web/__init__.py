@@ -9,11 +9,27 @@ from batchrouter import money
 
 
 def register_web(app: Flask) -> None:
-    from batchrouter.web import (auth, batches, billing, console, keys, notifications, operator,
-                                 operator_billing, operator_catalog, public, quote, team,
-                                 webhooks)
-    from batchrouter.web import (consent, operator_privacy, operator_records, privacy,
-                                 recording, support)
+    from batchrouter.web import (
+        auth,
+        batches,
+        billing,
+        consent,
+        console,
+        keys,
+        notifications,
+        operator,
+        operator_billing,
+        operator_catalog,
+        operator_privacy,
+        operator_records,
+        privacy,
+        public,
+        quote,
+        recording,
+        support,
+        team,
+        webhooks,
+    )
     from batchrouter.web.session import init_login
 
     init_login(app)

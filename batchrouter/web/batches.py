@@ -5,8 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 
-from flask import (Blueprint, current_app, flash, redirect, render_template, request,
-                   url_for)
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from batchrouter import artifacts, batches, feedback, finalize

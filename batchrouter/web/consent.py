@@ -5,8 +5,17 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-from flask import (Blueprint, current_app, flash, g, make_response, redirect, render_template,
-                   request, url_for)
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    g,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_login import current_user
 from sqlalchemy.exc import SQLAlchemyError
 

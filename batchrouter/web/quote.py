@@ -1,11 +1,11 @@
 """Console "New batch": paste or upload a manifest, pick controls, see preflight or the quote."""
 from __future__ import annotations
 
-from flask import Blueprint, flash, render_template, request, url_for
-from flask_login import current_user
-
 import io
 import json
+
+from flask import Blueprint, flash, render_template, request, url_for
+from flask_login import current_user
 
 from batchrouter import analytics, batches, files, ledger, manifest, privacy, quotes, routing
 from batchrouter.errors import DomainError

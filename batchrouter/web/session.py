@@ -1,7 +1,8 @@
 """Flask-Login wiring: the cookie holds a server-side session id, checked on every request."""
 from __future__ import annotations
 
-from flask import current_app, session as cookie
+from flask import current_app
+from flask import session as cookie
 from flask_login import UserMixin, login_user, logout_user
 
 from batchrouter import accounts

@@ -8,9 +8,9 @@ from flask_login import current_user
 from batchrouter import apikeys
 from batchrouter.errors import DomainError
 from batchrouter.extensions import db_session
-from batchrouter.webhooks import endpoints, events, log
 from batchrouter.web.console import require_scope
 from batchrouter.web.htmx import redirect_to, render
+from batchrouter.webhooks import endpoints, events, log
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhook-endpoints")
 PAGE = 25
@@ -44,7 +44,7 @@ def save():
         url, secret = endpoints.check_registration(
             request.form.get("url", "").strip(), request.form.get("secret") or None,
             allow_private=current_app.config["WEBHOOKS_ALLOW_PRIVATE_TARGETS"])
-        endpoint, shown = endpoints.put_default(session, current_user.workspace_id, url, secret,
+        _endpoint, shown = endpoints.put_default(session, current_user.workspace_id, url, secret,
                                                 key=current_app.config["SECRET_KEY"])
     except DomainError as exc:
         session.rollback()

@@ -22,8 +22,14 @@ from sqlalchemy.orm import Session
 
 from batchrouter import artifacts, metrics, queue
 from batchrouter.db import Database, iso, utcnow
-from batchrouter.models import (Batch, File, WebhookAttempt, WebhookDelivery, WebhookEndpoint,
-                                WebhookEvent)
+from batchrouter.models import (
+    Batch,
+    File,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)
 from batchrouter.webhooks import endpoints, sending
 from batchrouter.webhooks.events import PUMP_JOB, QUEUE, TERMINAL_TYPES
 

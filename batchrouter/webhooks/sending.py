@@ -13,7 +13,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from standardwebhooks import Webhook
 
@@ -33,7 +33,7 @@ def standard_key(secret: str) -> bytes:
 
 def sign(event_id: str, body: str, secrets: list[str], timestamp: int) -> dict:
     """The signature headers for one attempt; several secrets during a rotation overlap."""
-    when = datetime.fromtimestamp(timestamp, tz=timezone.utc)
+    when = datetime.fromtimestamp(timestamp, tz=UTC)
     standard = " ".join(Webhook(standard_key(s)).sign(event_id, when, body) for s in secrets)
     simple = " ".join(hmac.new(s.encode(), body.encode(), hashlib.sha256).hexdigest()
                       for s in secrets)

@@ -162,7 +162,7 @@ def test_every_cent_of_a_batch_is_in_the_ledger_with_its_receipt(client, db, see
                                                                   worker):
     from tests.lifecycle.helpers import chat_items, quote_and_create
 
-    _u, workspace_id, secret = owner_with_key(db)
+    _u, _workspace_id, secret = owner_with_key(db)
     login(client, "buyer@example.com")
     assert "No batches yet" in client.get("/billing").get_data(as_text=True)
     _q, batch = quote_and_create(client, secret, chat_items(3))

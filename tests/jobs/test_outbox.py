@@ -28,10 +28,9 @@ def test_commit_enqueues_at_once_and_the_job_runs(app, db, redis, worker):
 
 
 def test_rolled_back_transaction_enqueues_nothing(app, db, redis, worker):
-    with pytest.raises(RuntimeError):
-        with db.session() as s:
-            queue.add_outbox(s, PROBE, "ghost")
-            raise RuntimeError("the state change failed")
+    with pytest.raises(RuntimeError), db.session() as s:
+        queue.add_outbox(s, PROBE, "ghost")
+        raise RuntimeError("the state change failed")
     assert read(db, lambda s: s.scalars(select(OutboxMessage)).all()) == []
     assert Queue("default", connection=redis).count == 0
     worker()

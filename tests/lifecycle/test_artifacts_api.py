@@ -18,8 +18,15 @@ from batchrouter.providers.base import ItemResult, error
 from batchrouter.providers.sandbox import SandboxProvider
 from tests.factories import SETTINGS, bearer, make_key, make_user, read, workspace_of
 from tests.lifecycle.helpers import chat_items, create, quote, quote_and_create
-from tests.lifecycle.support import (BATCH_LANE, RESULT_LINE_KEYS, SYNC_LANE, artifacts,
-                                     balances, get_json, local)
+from tests.lifecycle.support import (
+    BATCH_LANE,
+    RESULT_LINE_KEYS,
+    SYNC_LANE,
+    artifacts,
+    balances,
+    get_json,
+    local,
+)
 
 
 @pytest.fixture
@@ -309,7 +316,7 @@ def test_another_tenants_batch_is_404_on_every_row(app, client, db, owner, stran
 @pytest.mark.pg
 def test_route_receipt_pages_through_every_item(app, client, owner, seeded_catalog, worker):
     _ws, secret = owner
-    q, body, items = finished_batch(client, secret, worker, n=25)
+    _q, body, items = finished_batch(client, secret, worker, n=25)
     rows, cursor, pages = [], None, 0
     while True:
         page = get_json(client, secret, f"/v1/batches/{body['id']}/receipt?limit=10"

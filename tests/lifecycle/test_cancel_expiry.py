@@ -19,9 +19,20 @@ from jobs import maintenance, runtime
 from tests.conftest import wait_for
 from tests.factories import bearer, make_key, make_user, read, workspace_of
 from tests.lifecycle.helpers import chat_items, quote_and_create
-from tests.lifecycle.support import (BATCH_LANE, ERROR_LINE_KEYS, RESULT_LINE_KEYS, SYNC_LANE,
-                                     artifacts, assert_counts_match_items, balances, batch_row,
-                                     get_json, items_of, only_sync_lane, units_of)
+from tests.lifecycle.support import (
+    BATCH_LANE,
+    ERROR_LINE_KEYS,
+    RESULT_LINE_KEYS,
+    SYNC_LANE,
+    artifacts,
+    assert_counts_match_items,
+    balances,
+    batch_row,
+    get_json,
+    items_of,
+    only_sync_lane,
+    units_of,
+)
 
 BASE = {"BATCHROUTER_SANDBOX_BATCH_DELAY": 0.0, "BATCHROUTER_POLL_INTERVAL": 0.0,
         "BATCHROUTER_RETRY_BASE_DELAY": 0.0, "BATCHROUTER_SCHEDULER_TICK": 0.2}
@@ -136,7 +147,7 @@ def test_cancel_while_a_worker_writes_is_not_a_server_error(app, client, db, own
     """Deterministic form of the race a running worker makes: another connection holds the
     write lock when the cancel arrives and commits while the cancel waits (on SQLite a
     deferred read-then-write transaction would fail at once with "database is locked")."""
-    ws, secret = owner
+    _ws, secret = owner
     _q, batch = quote_and_create(client, secret, chat_items(5))
     holder = db.engine.connect()
     transaction = holder.begin()
@@ -179,7 +190,7 @@ def test_cancel_of_a_terminal_batch_is_a_conflict(app, client, db, owner, seeded
 def test_cancel_cancels_the_provider_batches_already_submitted(app, client, db, owner,
                                                                seeded_catalog, worker,
                                                                monkeypatch):
-    ws, secret = owner
+    _ws, secret = owner
     monkeypatch.setattr(routing, "SANDBOX_UNIT", 10)
     cancelled = []
     real_cancel = SandboxProvider.cancel

@@ -6,8 +6,8 @@ import pytest
 from tests.factories import get_csrf, login, make_user, post_form
 
 ITEMS = "\n".join(
-    '{"customer_item_id":"c%d","operation":"responses","model":"sandbox-chat",'
-    '"input":{"messages":[{"role":"user","content":"hello %d"}]}}' % (i, i) for i in range(7))
+    f'{{"customer_item_id":"c{i}","operation":"responses","model":"sandbox-chat",'
+    f'"input":{{"messages":[{{"role":"user","content":"hello {i}"}}]}}}}' for i in range(7))
 
 
 @pytest.fixture

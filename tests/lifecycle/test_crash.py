@@ -10,15 +10,23 @@ from sqlalchemy import func, select
 
 from batchrouter import ledger, money
 from batchrouter.finalize import item_counts
-from batchrouter.models import (Batch, Item, LedgerEntry, LedgerTransaction, Reservation,
-                                WorkUnit)
+from batchrouter.models import Batch, Item, LedgerEntry, LedgerTransaction, Reservation, WorkUnit
 from batchrouter.models.batches import BATCH_TERMINAL
 from tests.conftest import wait_for
 from tests.factories import bearer, make_key, make_user, read, workspace_of
 from tests.lifecycle.helpers import chat_items, quote_and_create
-from tests.lifecycle.support import (BATCH_LANE, SYNC_LANE, artifacts, assert_counts_match_items,
-                                     balances, batch_row, drive, items_of, only_sync_lane,
-                                     units_of)
+from tests.lifecycle.support import (
+    BATCH_LANE,
+    SYNC_LANE,
+    artifacts,
+    assert_counts_match_items,
+    balances,
+    batch_row,
+    drive,
+    items_of,
+    only_sync_lane,
+    units_of,
+)
 
 pytestmark = pytest.mark.pg
 

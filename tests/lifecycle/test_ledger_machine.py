@@ -12,18 +12,30 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
-from hypothesis import Phase
-from hypothesis.stateful import (Bundle, RuleBasedStateMachine, initialize, invariant, multiple,
-                                 run_state_machine_as_test, rule)
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    multiple,
+    rule,
+    run_state_machine_as_test,
+)
 from sqlalchemy import func, select
 
 from batchrouter import ledger, money
 from batchrouter.db import utcnow
 from batchrouter.errors import InsufficientCredits
-from batchrouter.models import (CreditLot, LedgerAccount, LedgerEntry, LedgerTransaction,
-                                Reservation, Workspace)
+from batchrouter.models import (
+    CreditLot,
+    LedgerAccount,
+    LedgerEntry,
+    LedgerTransaction,
+    Reservation,
+    Workspace,
+)
 from tests.factories import bearer, make_key, make_user, workspace_of
 
 pytestmark = pytest.mark.pg

@@ -13,9 +13,18 @@ from jobs import dispatch as dispatch_jobs
 from jobs import runtime
 from tests.factories import bearer, make_key, make_user, read, workspace_of
 from tests.lifecycle.helpers import chat_items, quote_and_create
-from tests.lifecycle.support import (BATCH_LANE, ERROR_LINE_KEYS, SYNC_LANE, artifacts,
-                                     assert_counts_match_items, balances, drive, get_json,
-                                     items_of, units_of)
+from tests.lifecycle.support import (
+    BATCH_LANE,
+    ERROR_LINE_KEYS,
+    SYNC_LANE,
+    artifacts,
+    assert_counts_match_items,
+    balances,
+    drive,
+    get_json,
+    items_of,
+    units_of,
+)
 
 pytestmark = pytest.mark.pg
 
@@ -109,7 +118,7 @@ def test_transient_failures_are_retried_until_the_batch_completes(app, client, d
 def test_an_item_failing_permanently_on_every_lane_ends_failed(app, client, db, owner,
                                                                seeded_catalog, worker,
                                                                monkeypatch):
-    ws, secret = owner
+    _ws, secret = owner
     real_answer = SandboxProvider.answer
 
     def answer(self, model, request):

@@ -2,7 +2,6 @@
 import json
 
 import pytest
-import requests as http
 
 from batchrouter import ledger
 from batchrouter.finalize import item_counts

@@ -9,10 +9,18 @@ from sqlalchemy import func, select
 
 from batchrouter import apievents, retention, scheduler
 from batchrouter.db import utcnow
-from batchrouter.models import (AnalyticsPageView, ApiEvent, EmailMessage, ErrorReport,
-                                IdempotencyRecord,
-                                PeriodicTask, RateLimitHit, RetentionRun, SecurityEvent,
-                                SupportMessage)
+from batchrouter.models import (
+    AnalyticsPageView,
+    ApiEvent,
+    EmailMessage,
+    ErrorReport,
+    IdempotencyRecord,
+    PeriodicTask,
+    RateLimitHit,
+    RetentionRun,
+    SecurityEvent,
+    SupportMessage,
+)
 from tests.factories import bearer, get_csrf, login, make_key, make_user, read
 
 pytestmark = pytest.mark.pg

@@ -13,11 +13,27 @@ import pytest
 from sqlalchemy import func, select
 
 from batchrouter import privacy
-from batchrouter.models import (AnalyticsPageView, Base, ConsentRecord, EmailMessage,
-                                LedgerEntry, PrivacyRequest, SecurityEvent, User)
+from batchrouter.models import (
+    AnalyticsPageView,
+    Base,
+    ConsentRecord,
+    EmailMessage,
+    LedgerEntry,
+    PrivacyRequest,
+    SecurityEvent,
+    User,
+)
 from batchrouter.privacy_export import user_reference_columns
-from tests.factories import (PASSWORD, bearer, get_csrf, login, make_key, make_user, read,
-                             workspace_of)
+from tests.factories import (
+    PASSWORD,
+    bearer,
+    get_csrf,
+    login,
+    make_key,
+    make_user,
+    read,
+    workspace_of,
+)
 from tests.privacy.helpers import confirm, confirm_link, latest_request, operator_post, submit
 
 pytestmark = pytest.mark.pg

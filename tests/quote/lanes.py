@@ -19,11 +19,11 @@ PROVIDERS = frozenset({"p1", "p2", "p3", "sandbox"})
 def lane(index: int = 0, provider: str = "p1", model: str = "chat", mode: str = "sync",
          **overrides) -> Lane:
     """A healthy, configured, private, global lane at $1 in / $2 out per million tokens."""
-    values = dict(index=index, offering_id=index + 1, provider=provider, model=model, mode=mode,
-                  provider_model_id=model, input_rate=1_000_000, output_rate=2_000_000,
-                  discount_ppm=0, trains_on_data=False, zdr=True, regions=("global",),
-                  features=ALL_FEATURES, p50=60, p90=600, capacity=0, quality=0.5, health=1.0,
-                  enabled=True, provider_enabled=True, breaker_open=False, position=index)
+    values = {"index": index, "offering_id": index + 1, "provider": provider, "model": model, "mode": mode,
+                  "provider_model_id": model, "input_rate": 1_000_000, "output_rate": 2_000_000,
+                  "discount_ppm": 0, "trains_on_data": False, "zdr": True, "regions": ("global",),
+                  "features": ALL_FEATURES, "p50": 60, "p90": 600, "capacity": 0, "quality": 0.5, "health": 1.0,
+                  "enabled": True, "provider_enabled": True, "breaker_open": False, "position": index}
     values.update(overrides)
     return Lane(**values)
 
@@ -34,8 +34,8 @@ def lanes(*specs: dict) -> list[Lane]:
 
 
 def context(lane_list, **overrides) -> routing.Context:
-    values = dict(lanes=list(lane_list), sizing=SIZING, model_operations=OPERATIONS,
-                  configured=PROVIDERS)
+    values = {"lanes": list(lane_list), "sizing": SIZING, "model_operations": OPERATIONS,
+                  "configured": PROVIDERS}
     values.update(overrides)
     return routing.Context(**values)
 

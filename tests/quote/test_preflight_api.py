@@ -13,9 +13,19 @@ from sqlalchemy import func, select
 from batchrouter import ledger, manifest
 from batchrouter.models import Quote
 from tests.factories import bearer, read, workspace_of
-from tests.quote.helpers import (QUOTE, chat, embed, file_problems, jsonl, only_problem,
-                                 openai_line, preflight_problems, quote, upload_multipart,
-                                 upload_raw)
+from tests.quote.helpers import (
+    QUOTE,
+    chat,
+    embed,
+    file_problems,
+    jsonl,
+    only_problem,
+    openai_line,
+    preflight_problems,
+    quote,
+    upload_multipart,
+    upload_raw,
+)
 
 
 def upload_ok(client, secret, data: bytes, headers=None) -> dict:

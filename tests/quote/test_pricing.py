@@ -125,7 +125,7 @@ def test_batch_discount_applies_on_batch_lanes_only(session, seeded_catalog):
 #   fee = 2,821 × 5.90 % = 166.439 -> 166;  expected = 2,987 µ$
 #   low:  (642.5 + 2,000) × 0.5 = 1,321.25 -> 1,321; fee 77.939 -> 78;   total 1,399
 #   high: (642.5 + 20,000) × 0.5 = 10,321.25 -> 10,321; fee 608.939 -> 609; total 10,930
-GPT4O_ITEM = dict(model="gpt-4o", content="x" * 1000, max_output_tokens=2000)
+GPT4O_ITEM = {"model": "gpt-4o", "content": "x" * 1000, "max_output_tokens": 2000}
 
 
 def _lane(body, name):

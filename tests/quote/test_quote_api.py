@@ -2,7 +2,7 @@
 (SPEC §4, §6)."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -10,8 +10,17 @@ from sqlalchemy import func, select
 from batchrouter import money, routing
 from batchrouter.models import Quote
 from tests.factories import bearer, make_key, read
-from tests.quote.helpers import (DECIMAL, QUOTE, QUOTE_ALIAS, chat, embed, jsonl, openai_line,
-                                 quote, upload_raw)
+from tests.quote.helpers import (
+    DECIMAL,
+    QUOTE,
+    QUOTE_ALIAS,
+    chat,
+    embed,
+    jsonl,
+    openai_line,
+    quote,
+    upload_raw,
+)
 
 OPENAI = {"OPENAI_API_KEY": "sk-test"}
 
@@ -55,7 +64,7 @@ def test_quote_response_shape(client, secret):
     assert len(body["manifest_sha256"]) == 64 and body["input_file_id"] is None
     created, expires = parse_time(body["created_at"]), parse_time(body["expires_at"])
     assert expires - created == timedelta(minutes=10)
-    assert abs(datetime.utcnow() - created) < timedelta(minutes=1)
+    assert abs(datetime.now(UTC).replace(tzinfo=None) - created) < timedelta(minutes=1)
     est = body["pricing_estimate"]
     for key in ("low", "expected", "high", "provider_subtotal", "fee"):
         assert isinstance(est[key], str) and DECIMAL.match(est[key]), (key, est)

@@ -10,8 +10,7 @@ import pytest
 from batchrouter import money, pricing, quotes, routing
 from tests.factories import make_user, workspace_of
 from tests.quote.helpers import chat, create_quote
-from tests.quote.lanes import (context, controls, expected_price, item, lane,
-                               lanes)
+from tests.quote.lanes import context, controls, expected_price, item, lane, lanes
 
 # --- lane_rejection: one row per rule -----------------------------------------------------
 # (id, lane overrides, item signature overrides, controls overrides, context overrides, code)

@@ -7,10 +7,25 @@ import re
 from sqlalchemy import select
 
 from batchrouter.models import UserSession
-from tests.factories import (PASSWORD, bearer, get_csrf, login, make_key, make_user, post_form,
-                             workspace_of)
-from tests.teams.helpers import (EMAIL_CONFIRM_RE, emails, events, html, redirected_to,
-                                 role_of, user_by_email)
+from tests.factories import (
+    PASSWORD,
+    bearer,
+    get_csrf,
+    login,
+    make_key,
+    make_user,
+    post_form,
+    workspace_of,
+)
+from tests.teams.helpers import (
+    EMAIL_CONFIRM_RE,
+    emails,
+    events,
+    html,
+    redirected_to,
+    role_of,
+    user_by_email,
+)
 
 NEW_PASSWORD = "a brand new passphrase"
 

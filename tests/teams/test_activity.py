@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from batchrouter import records
 from batchrouter.models import SecurityEvent
-from tests.factories import (PASSWORD, bearer, get_csrf, login, make_key, make_user, post_form,
-                             read)
+from tests.factories import PASSWORD, bearer, get_csrf, login, make_key, make_user, post_form, read
 from tests.teams.helpers import EMAIL_CONFIRM_RE, emails, events, html, invitation_path
 
 TEAM_KINDS = ("member_invited", "invitation_revoked", "invitation_accepted",

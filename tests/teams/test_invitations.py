@@ -8,8 +8,17 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.factories import PASSWORD, bearer, get_csrf, login, make_key, make_user, post_form
-from tests.teams.helpers import (assert_error, emails, events, html, invitation_path,
-                                 redirected_to, role_of, session_workspace, user_by_email)
+from tests.teams.helpers import (
+    assert_error,
+    emails,
+    events,
+    html,
+    invitation_path,
+    redirected_to,
+    role_of,
+    session_workspace,
+    user_by_email,
+)
 
 
 def invite(app, email="new@example.com", role="member", inviter="owner@example.com"):

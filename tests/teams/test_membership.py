@@ -2,16 +2,22 @@
 creating workspaces, through the console and the API."""
 from __future__ import annotations
 
-import pytest
-
 import re
+
+import pytest
 
 from batchrouter import teams
 from batchrouter.errors import Conflict
 from batchrouter.models import Membership
 from tests.factories import bearer, login, make_key, make_user, post_form, workspace_of
-from tests.teams.helpers import (assert_error, events, html, redirected_to, role_of,
-                                 session_workspace)
+from tests.teams.helpers import (
+    assert_error,
+    events,
+    html,
+    redirected_to,
+    role_of,
+    session_workspace,
+)
 
 SECRET_RE = re.compile(r"br_(?:live|test)_[0-9A-Za-z]{49}")
 LAST_OWNER = ("A workspace needs at least one owner. Make another member an owner (or transfer "

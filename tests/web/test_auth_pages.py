@@ -201,7 +201,7 @@ def test_sign_in_issues_a_fresh_httponly_lax_cookie_and_redirects(client, sessio
 
     set_cookie = session_set_cookie(response)
     assert "HttpOnly" in set_cookie
-    assert re.search(r";\s*SameSite=Lax", set_cookie, re.I)
+    assert re.search(r";\s*SameSite=Lax", set_cookie, re.IGNORECASE)
     assert client.get_cookie(COOKIE).value != before.value
     assert signed_in(client)
 

@@ -7,8 +7,18 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.factories import (HX_CSRF_RE, PASSWORD, add_member, bearer, get_csrf, login,
-                             make_key, make_user, post_form, workspace_of)
+from tests.factories import (
+    HX_CSRF_RE,
+    PASSWORD,
+    add_member,
+    bearer,
+    get_csrf,
+    login,
+    make_key,
+    make_user,
+    post_form,
+    workspace_of,
+)
 
 HX = {"HX-Request": "true"}
 SECRET_RE = re.compile(r"br_(?:live|test)_[0-9A-Za-z]{49}")
@@ -45,7 +55,7 @@ def create_key(client, name="nightly-eval", mode="live", **extra):
 
 def revoke_action(page_html: str, name: str) -> str:
     """The revoke form's action in the row of the key called `name`."""
-    for row in re.findall(r"<tr>(.*?)</tr>", page_html, re.S):
+    for row in re.findall(r"<tr>(.*?)</tr>", page_html, re.DOTALL):
         if f"<td>{name}</td>" in row:
             match = re.search(r'action="(/api-keys/[^"]+/revoke)"', row)
             assert match, row

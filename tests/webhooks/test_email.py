@@ -2,7 +2,7 @@
 email), and Resend's signed delivery webhooks updating the record."""
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -88,7 +88,7 @@ def _run_scheduled_retries(app, worker):
 def _signed(body: dict, secret=RESEND_SECRET):
     raw = json.dumps(body)
     msg_id = "msg_1"
-    now = datetime.now(tz=timezone.utc)
+    now = datetime.now(tz=UTC)
     signature = Webhook(secret).sign(msg_id, now, raw)
     return raw, {"svix-id": msg_id, "svix-timestamp": str(int(now.timestamp())),
                  "svix-signature": signature, "Content-Type": "application/json"}
@@ -120,7 +120,7 @@ def test_text_only_template_still_gets_the_layout(tmp_path, monkeypatch):
     (TEMPLATES / "_test_only.txt").write_text(
         "Subject: Hello\nFirst line\nsecond <b> {{ subject }}\n\nNext")
     try:
-        subject, text, html = mail.render("_test_only", {"subject": "mine"})
+        subject, _text, html = mail.render("_test_only", {"subject": "mine"})
     finally:
         (TEMPLATES / "_test_only.txt").unlink()
     assert subject == "Hello" and "<!doctype html>" in html

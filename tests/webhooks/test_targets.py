@@ -1,9 +1,9 @@
 """SSRF rules of SPEC §7, with a fake resolver (no test queries DNS or dials non-loopback)."""
 import pytest
 
+from batchrouter.errors import ValidationFailed
 from batchrouter.webhooks import targets
 from batchrouter.webhooks.endpoints import check_registration, clean_secret, generate_secret
-from batchrouter.errors import ValidationFailed
 
 PUBLIC = "93.184.216.34"
 
@@ -82,7 +82,7 @@ def test_allow_private_permits_http_loopback_and_lan_but_never_metadata():
 
 def test_connect_time_check_vets_the_new_answer_and_pins_it():
     answers = iter([[PUBLIC], ["127.0.0.1"]])
-    resolve = lambda host, port: next(answers)  # noqa: E731 - rebinding DNS
+    resolve = lambda host, port: next(answers)
     targets.check_url("https://rebind.example/h", allow_private=False, resolver=resolve)
     with pytest.raises(targets.TargetRefused):
         targets.pin("https://rebind.example/h", allow_private=False, resolver=resolve)
@@ -98,6 +98,6 @@ def test_secrets():
     for bad in ("short", "x" * 257, " padded-secret ", "tab\tsecret", 12345678, "whsec_!!"):
         with pytest.raises(ValidationFailed):
             clean_secret(bad)
-    url, secret = check_registration("https://hooks.example.com/", "my-shared-secret",
+    _url, secret = check_registration("https://hooks.example.com/", "my-shared-secret",
                                      allow_private=False, resolver=resolver_for(PUBLIC))
     assert secret == "my-shared-secret"

@@ -1,7 +1,6 @@
 """Transactional email: one layout for HTML and text, Resend retried until it answers (one
 email), and Resend's signed delivery webhooks updating the record."""
 import json
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -73,15 +72,19 @@ def test_failing_webhook_email_goes_through_resend_retried_once_sent(
 
 
 def _run_scheduled_retries(app, worker):
-    """Move RQ's scheduled retries to now and run them (time travel for the 10 s backoff)."""
+    """Run RQ's scheduled retries now (time travel for the 10 s backoff). They are enqueued
+    here rather than by the next burst worker's scheduler: that one may not get the scheduler
+    lock the previous burst worker still holds, and would then leave them waiting."""
+    from rq import Queue
+    from rq.job import Job
     from rq.registry import ScheduledJobRegistry
 
     redis = app.extensions["batchrouter"].redis
     for name in app.config["BATCHROUTER_QUEUES"]:
         registry = ScheduledJobRegistry(name, connection=redis)
         for job_id in registry.get_job_ids():
-            redis.zadd(registry.key, {job_id: time.time() - 1})
-        registry.cleanup()
+            registry.remove(job_id)
+            Queue(name, connection=redis).enqueue_job(Job.fetch(job_id, connection=redis))
     worker()
 
 

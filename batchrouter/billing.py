@@ -168,6 +168,30 @@ def reverse_purchase(session: Session, purchase: Purchase, amount: int, *, kind:
     return taken, amount - taken
 
 
+def restore_purchase(session: Session, purchase: Purchase, *, reversal_key: str, claimed: int,
+                     key: str, reason: str) -> int:
+    """Undo the reversal keyed `reversal_key`: its `claimed` amount no longer counts as
+    reversed, and the credit it took goes back to the purchase's lot. Returns what came back."""
+    lot = purchase_lot(session, purchase)
+    reversal = ledger.find_transaction(session, reversal_key)
+    if lot is None or reversal is None or ledger.find_transaction(session, key) is not None:
+        return 0
+    _txn, given = ledger.restore(session, lot.id, ledger.taken_from_lot(session, reversal, lot.id),
+                                 reason=reason, idempotency_key=key)
+    if given:  # nothing taken (all of it was spent): the claim keeps counting as reversed
+        purchase.reversed_amount -= min(claimed, purchase.reversed_amount)
+    return given
+
+
+def unflag_workspace(session: Session, workspace_id: str, because_of: str) -> None:
+    """Clear the flag when it was raised for `because_of` (the start of its reason)."""
+    settings = settings_of(session, workspace_id, create=False)
+    if settings is not None and (settings.flag_reason or "").startswith(because_of):
+        settings.flagged_at, settings.flag_reason = None, None
+        log_security(session, "billing_unflagged", workspace_id=workspace_id,
+                     reason=because_of[:300])
+
+
 def flag_workspace(session: Session, workspace_id: str, reason: str) -> None:
     settings = settings_of(session, workspace_id)
     settings.flagged_at, settings.flag_reason = utcnow(), reason[:300]

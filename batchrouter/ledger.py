@@ -141,6 +141,33 @@ def reverse(session: Session, lot_id: str, amount: int, *, kind: str, reason: st
     return txn, take
 
 
+def restore(session: Session, lot_id: str, amount: int, *, reason: str,
+            idempotency_key: str) -> tuple[LedgerTransaction | None, int]:
+    """Give a lot back what a reversal took from it (a dispute decided in our favour: the
+    payment stands, so its credit does too): the mirror of `reverse`, from the account that
+    funded the lot. Returns the transaction and the amount; once per key."""
+    lot = session.get(CreditLot, lot_id)
+    lock_workspace(session, lot.workspace_id)
+    existing = find_transaction(session, idempotency_key)
+    if existing is not None or amount <= 0:
+        return existing, 0
+    txn = LedgerTransaction(kind="grant", idempotency_key=idempotency_key,
+                            workspace_id=lot.workspace_id, reason=reason)
+    session.add(txn)
+    session.flush()
+    _post(session, txn, [(account(session, None, GRANT_SOURCE[lot.kind]), -amount, None),
+                         (account(session, lot.workspace_id, "available"), amount, lot.id)])
+    session.refresh(lot)
+    lot.remaining += amount
+    return txn, amount
+
+
+def taken_from_lot(session: Session, txn: LedgerTransaction, lot_id: str) -> int:
+    """What a reversal transaction took out of one lot (a positive amount)."""
+    return -int(session.scalar(select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
+        LedgerEntry.transaction_id == txn.id, LedgerEntry.lot_id == lot_id)) or 0)
+
+
 def _new_transaction(session: Session, kind: str, key: str, workspace_id: str,
                      reason: str) -> LedgerTransaction:
     txn = LedgerTransaction(kind=kind, idempotency_key=key, workspace_id=workspace_id,

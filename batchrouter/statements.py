@@ -31,7 +31,7 @@ def links(key: str) -> dict:
     head, _, rest = key.partition(":")
     if head in ("reserve", "release", "settle"):
         return {"batch_id": rest.split(":")[0]}
-    if head in ("refund", "stripe-refund", "stripe-dispute"):
+    if head in ("refund", "stripe-refund", "stripe-dispute", "stripe-dispute-won"):
         return {"purchase_id": rest.split(":")[0]}
     if head == "stripe-session":
         return {"session_id": rest}

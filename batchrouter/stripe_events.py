@@ -126,6 +126,28 @@ def on_dispute(session, config, dispute):
     return purchase, f"reversed {money.to_wire(taken)}, unrecovered {money.to_wire(short)}"
 
 
+# A dispute closed with these statuses leaves the payment with us: the credit comes back.
+PAYMENT_KEPT = ("won", "warning_closed")
+
+
+def on_dispute_closed(session, config, dispute):
+    """`won` (or an inquiry closed without a chargeback): what the opening took comes back and
+    the flag it raised is cleared. `lost`: the reversal stands."""
+    purchase = _purchase_of_intent(session, dispute.get("payment_intent"))
+    if purchase is None:
+        return None, "dispute of a charge we do not know"
+    if dispute.get("status") not in PAYMENT_KEPT:
+        return purchase, f"dispute closed {dispute.get('status')}: the reversal stands"
+    given = billing.restore_purchase(
+        session, purchase, reversal_key=f"stripe-dispute:{purchase.id}:{dispute['id']}",
+        claimed=int(dispute.get("amount") or 0) * 10_000,
+        key=f"stripe-dispute-won:{purchase.id}:{dispute['id']}",
+        reason=f"Dispute decided for us: credit restored (purchase {purchase.id})")
+    billing.unflag_workspace(session, purchase.workspace_id,
+                             f"Payment disputed for purchase {purchase.id}")
+    return purchase, f"restored {money.to_wire(given)}"
+
+
 def _flag(session, purchase: Purchase, what: str, taken: int, short: int) -> None:
     reason = f"{what} for purchase {purchase.id}: {money.to_display(taken)} reversed"
     if short:
@@ -140,4 +162,5 @@ HANDLERS = {
     "checkout.session.async_payment_failed": on_session_closed("failed"),
     "charge.refunded": on_charge_refunded,
     "charge.dispute.created": on_dispute,
+    "charge.dispute.closed": on_dispute_closed,
 }

@@ -68,6 +68,41 @@ def test_dispute_reverses_what_is_left_and_reports_the_spent_part(client, db, st
     assert read(db, lambda s: ledger.verify_balances(s)) == []
 
 
+def test_a_dispute_decided_for_us_gives_the_credit_back_once(client, db, stripe_stub):
+    _u, workspace_id, secret = owner_with_key(db)
+    purchase_id, sid = bought(client, db, stripe_stub, secret)
+    spend(db, workspace_id, 12_000_000)  # $3 of the purchase left
+    dispute = {"id": "dp_2", "object": "dispute", "amount": 1000,
+               "charge": stripe_stub.charge_of(sid)["id"],
+               "payment_intent": stripe_stub.sessions[sid]["payment_intent"]}
+    deliver(client, event("charge.dispute.created", dispute | {"status": "needs_response"}))
+    assert available(db, workspace_id) == 0
+    won = event("charge.dispute.closed", dispute | {"status": "won"})
+    assert deliver(client, won).get_json()["outcome"] == "restored 3.000000"
+    # The same decision again (a new event id): nothing more comes back.
+    again = event("charge.dispute.closed", dispute | {"status": "won"})
+    assert deliver(client, again).get_json()["outcome"] == "restored 0.000000"
+    assert available(db, workspace_id) == 3_000_000
+    assert read(db, lambda s: s.get(Purchase, purchase_id).reversed_amount) == 0
+    assert read(db, lambda s: s.get(WorkspaceBilling, workspace_id).flagged_at) is None
+    assert read(db, lambda s: ledger.verify_balances(s)) == []
+
+
+def test_a_lost_dispute_keeps_the_reversal(client, db, stripe_stub):
+    _u, workspace_id, secret = owner_with_key(db)
+    purchase_id, sid = bought(client, db, stripe_stub, secret)
+    dispute = {"id": "dp_3", "object": "dispute", "amount": 1000,
+               "charge": stripe_stub.charge_of(sid)["id"],
+               "payment_intent": stripe_stub.sessions[sid]["payment_intent"]}
+    deliver(client, event("charge.dispute.created", dispute))
+    before = available(db, workspace_id)
+    outcome = deliver(client, event("charge.dispute.closed", dispute | {"status": "lost"}))
+    assert outcome.get_json()["outcome"] == "dispute closed lost: the reversal stands"
+    assert available(db, workspace_id) == before
+    assert read(db, lambda s: s.get(Purchase, purchase_id).reversed_amount) == 10_000_000
+    assert read(db, lambda s: s.get(WorkspaceBilling, workspace_id).flagged_at) is not None
+
+
 def operator_client(app, db, email="op@example.com"):
     with db.sessionmaker() as s:
         make_user(s, email, operator=True)

@@ -317,6 +317,7 @@ def _billing_paths() -> dict:
 
 def build_spec(base_url: str) -> dict:
     """The spec document; `base_url` becomes the server entry."""
+    from batchrouter.api.openapi_openai import openai_paths as _openai_paths
     from batchrouter.api.openapi_webhooks import webhook_paths as _webhook_paths
 
     spec = {
@@ -370,6 +371,7 @@ def build_spec(base_url: str) -> dict:
             **_batch_paths(),
             **_team_paths(),
             **_webhook_paths(),
+            **_openai_paths(),
         },
     }
     _document_common_errors(spec["paths"])

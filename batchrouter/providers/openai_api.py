@@ -19,6 +19,9 @@ from batchrouter.providers import classify, fanout, wire
 from batchrouter.providers.base import ItemRequest, ItemResult, Poll, Submission, error
 
 TAG_KEY = "batchrouter_unit"
+# An OpenAI /v1/embeddings batch holds at most this many embedding inputs across all its
+# requests (an array `input` counts each element), whatever its line count.
+EMBEDDING_INPUTS = 50_000
 DONE = {"completed", "expired", "failed", "cancelled"}
 
 
@@ -88,6 +91,15 @@ def normalize(slug: str, url: str, item_id: str, body: dict, latency_ms: int = 0
                       reported_cost_micros=None if cost is None else round(float(cost) * 1e6),
                       served_by=body.get("provider") if isinstance(body.get("provider"), str)
                       else None)
+
+
+def embedding_inputs(request: ItemRequest) -> int:
+    """Embedding inputs one request carries: each string (or token list) of an array input;
+    a single string, or a single list of token ids, is one."""
+    value = request.body.get("input")
+    if isinstance(value, list) and value and isinstance(value[0], (str, list)):
+        return len(value)
+    return 1
 
 
 class OpenAIProvider(fanout.SyncFanout):
@@ -164,16 +176,19 @@ class OpenAIProvider(fanout.SyncFanout):
         for r in requests:
             by_url.setdefault(r.url, []).append(r)
         for url, group in by_url.items():
-            lines, size = [], 0
+            lines, size, inputs = [], 0, 0
             for r in group:
                 line = orjson.dumps({"custom_id": r.item_id, "method": "POST", "url": url,
                                      "body": self.body_for(model, r)}) + b"\n"
+                carried = embedding_inputs(r) if url == "/v1/embeddings" else 0
                 if lines and (len(lines) >= self.max_batch_items
-                              or size + len(line) > self.max_batch_bytes):
+                              or size + len(line) > self.max_batch_bytes
+                              or inputs + carried > EMBEDDING_INPUTS):
                     out.append((url, b"".join(lines), len(lines)))
-                    lines, size = [], 0
+                    lines, size, inputs = [], 0, 0
                 lines.append(line)
                 size += len(line)
+                inputs += carried
             if lines:
                 out.append((url, b"".join(lines), len(lines)))
         return out

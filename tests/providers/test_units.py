@@ -170,6 +170,16 @@ def test_shards_respect_item_and_byte_limits():
     assert all(len(data) <= 10_000 for _u, data, _c in shards)
 
 
+def test_embedding_shards_hold_at_most_50000_inputs_across_requests():
+    provider = connect("openai", Connection("openai", "http://127.0.0.1:9/v1", "k" * 10))
+    batch = [f"t{i}" for i in range(20_000)]
+    requests = [ItemRequest(f"itm_{i}", f"c{i}", "embeddings", "/v1/embeddings",
+                            {"input": batch}) for i in range(3)]
+    requests.append(ItemRequest("itm_tokens", "ct", "embeddings", "/v1/embeddings",
+                                {"input": [1, 2, 3]}))  # one input given as token ids
+    assert [count for _url, _data, count in provider.shards("m", requests)] == [2, 2]
+
+
 def test_breaker_opens_allows_a_few_probes_and_closes_on_success(redis):
     h = health.Health(redis, health.Policy(min_calls=4, failure_ratio=0.5, cooldown=0.3,
                                            probes=2))

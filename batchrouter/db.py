@@ -1,11 +1,12 @@
 """Engine and session setup: SQLite (WAL, foreign keys, busy timeout) or PostgreSQL (psycopg 3)."""
 from __future__ import annotations
 
+import secrets
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import MetaData, create_engine, event
+from sqlalchemy import MetaData, create_engine, event, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -27,6 +28,24 @@ class Base(DeclarativeBase):
 def utcnow() -> datetime:
     """Naive UTC now: every timestamp column stores UTC without tzinfo (portable across DBs)."""
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def claim_leases(session: Session, model, ids: list[str], seconds: float, *conditions,
+                 now: datetime | None = None, **values) -> list[str]:
+    """Lease the rows of `ids` whose lease is free (never taken or lapsed) and that meet
+    `conditions`, in one UPDATE (which also sets `values`); returns the ids this claim won.
+
+    The lease expiry is unique to this claim (random microseconds on top of now + seconds):
+    the rows that carry it are this claim's, not those a concurrent claimer took between the
+    caller's SELECT and here."""
+    now = now or utcnow()
+    token = now + timedelta(seconds=seconds, microseconds=secrets.randbelow(10**6))
+    session.execute(update(model).where(
+        model.id.in_(ids), or_(model.lease_until.is_(None), model.lease_until < now),
+        *conditions).values(lease_until=token, **values),
+        execution_options={"synchronize_session": False})
+    return list(session.scalars(select(model.id).where(model.id.in_(ids),
+                                                       model.lease_until == token)))
 
 
 def normalize_url(url: str) -> str:

@@ -151,10 +151,7 @@ def restore(session: Session, lot_id: str, amount: int, *, reason: str,
     existing = find_transaction(session, idempotency_key)
     if existing is not None or amount <= 0:
         return existing, 0
-    txn = LedgerTransaction(kind="grant", idempotency_key=idempotency_key,
-                            workspace_id=lot.workspace_id, reason=reason)
-    session.add(txn)
-    session.flush()
+    txn = _new_transaction(session, "grant", idempotency_key, lot.workspace_id, reason)
     _post(session, txn, [(account(session, None, GRANT_SOURCE[lot.kind]), -amount, None),
                          (account(session, lot.workspace_id, "available"), amount, lot.id)])
     session.refresh(lot)

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import socket
 import time
 from datetime import timedelta
 
 from redis import Redis
 from rq import Queue, Retry
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from batchrouter.db import Database, utcnow
+from batchrouter.db import Database, claim_leases, utcnow
 from batchrouter.models import OutboxMessage
 
 log = logging.getLogger(__name__)
@@ -75,23 +74,6 @@ def add_outbox(session: Session, func: str, *args, queue: str = "default",
     return row
 
 
-def _claim(session: Session, candidates: list[str], lease: int) -> list[str]:
-    """Lease the candidates that are still free in one UPDATE; returns the ids this drain won.
-
-    The lease time, unique to this claim (random microseconds on top of now + lease), tells
-    the rows this drain won from those a concurrent drain took between the SELECT and here."""
-    now = utcnow()
-    token = now + timedelta(seconds=lease, microseconds=secrets.randbelow(10**6))
-    session.execute(
-        update(OutboxMessage)
-        .where(OutboxMessage.id.in_(candidates), OutboxMessage.enqueued_at.is_(None),
-               or_(OutboxMessage.lease_until.is_(None), OutboxMessage.lease_until < now))
-        .values(lease_until=token, attempts=OutboxMessage.attempts + 1),
-        execution_options={"synchronize_session": False})
-    return list(session.scalars(select(OutboxMessage.id).where(
-        OutboxMessage.id.in_(candidates), OutboxMessage.lease_until == token)))
-
-
 def drain_outbox(db: Database, redis: Redis, *, ids: list[str] | None = None, limit: int = 500,
                  lease: int = 30) -> int:
     """Enqueue committed, due outbox rows; returns how many were enqueued.
@@ -105,7 +87,9 @@ def drain_outbox(db: Database, redis: Redis, *, ids: list[str] | None = None, li
         if ids is not None:
             stmt = stmt.where(OutboxMessage.id.in_(ids))
         candidates = list(session.scalars(stmt.order_by(OutboxMessage.id).limit(limit)))
-        won = _claim(session, candidates, lease) if candidates else []
+        won = claim_leases(session, OutboxMessage, candidates, lease,
+                           OutboxMessage.enqueued_at.is_(None),
+                           attempts=OutboxMessage.attempts + 1) if candidates else []
         rows = session.execute(select(OutboxMessage.id, OutboxMessage.func, OutboxMessage.args,
                                       OutboxMessage.queue)
                                .where(OutboxMessage.id.in_(won))).all() if won else []

@@ -11,11 +11,13 @@ def _resp(description: str, schema: dict | None = None) -> dict:
     return body
 
 
-def _errors(*codes: int) -> dict:
-    names = {400: "Bad request", 401: "Missing or invalid API key", 403: "Insufficient scope",
-             404: "Not found", 409: "Conflict", 422: "Validation failed",
+def _errors(*codes: int, schema: dict = ERROR) -> dict:
+    """Documented error answers; `schema` is the envelope (OpenAI's under /openai/v1)."""
+    names = {400: "Bad request", 401: "Missing or invalid API key", 402: "Not enough credits",
+             403: "Insufficient scope", 404: "Not found", 409: "Conflict", 413: "Too large",
+             415: "Not a multipart upload", 422: "Validation failed",
              429: "Rate limited (see Retry-After)"}
-    return {str(c): _resp(names[c], ERROR) for c in codes}
+    return {str(c): _resp(names[c], schema) for c in codes}
 
 
 API_KEY = {

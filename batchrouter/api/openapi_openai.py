@@ -2,6 +2,7 @@
 /openapi.json. Bodies and errors are OpenAI's (api/openai_errors.py), not ours."""
 from __future__ import annotations
 
+from batchrouter.api import openapi
 from batchrouter.api.openapi import _json_body, _path_id, _resp
 
 PREFIX = "/openai/v1"
@@ -47,12 +48,7 @@ def _page(item: dict) -> dict:
 
 
 def _errors(*codes: int) -> dict:
-    names = {400: "Invalid request", 401: "Missing or invalid API key",
-             402: "Not enough credits", 403: "Insufficient scope", 404: "Not found",
-             409: "Conflict (Idempotency-Key reused with another body)", 413: "Too large",
-             415: "Not a multipart upload", 422: "Validation failed",
-             429: "Rate limited (see Retry-After)"}
-    return {str(c): _resp(names[c], ERROR) for c in codes}
+    return openapi._errors(*codes, schema=ERROR)
 
 
 def _query(*names: str) -> list[dict]:

@@ -1,7 +1,8 @@
 """Classify every provider outcome (SPEC §5): permanent, or transient and worth a retry.
 
 Both official SDKs raise the same family of exceptions (Stainless-generated), and the `wire`
-transport raises aiohttp's or its own StatusError shaped like theirs, so one function serves all. Transient: 408/409/425/429/5xx, timeouts, dropped connections, bodies that are not
+transport raises aiohttp's or its own StatusError shaped like theirs, so one function serves
+all. Transient: 408/409/425/429/5xx, timeouts, dropped connections, bodies that are not
 the JSON they should be (a truncated response), a provider batch that expired. Permanent: other
 4xx (validation, auth, not found), content policy, context too long. The provider's own hint
 (`retry-after-ms`, `retry-after`) travels with the error so the retry waits at least that long.

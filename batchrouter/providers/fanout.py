@@ -129,13 +129,10 @@ def _next_result(finished: queue.SimpleQueue, future):
 
 
 async def _feed(calls, limit: int, finished: queue.SimpleQueue) -> None:
-    gate = asyncio.Semaphore(max(1, limit))
+    async def handed_over(call):
+        finished.put(await call())
 
-    async def one(call):
-        async with gate:
-            finished.put(await call())
-
-    await asyncio.gather(*(one(c) for c in calls))
+    await run_bounded([lambda c=c: handed_over(c) for c in calls], limit)
 
 
 class SyncFanout:

@@ -10,18 +10,17 @@ from __future__ import annotations
 import json
 import logging
 import random
-import secrets as random_token
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from batchrouter import artifacts, metrics, queue
-from batchrouter.db import Database, iso, utcnow
+from batchrouter.db import Database, claim_leases, iso, utcnow
 from batchrouter.models import (
     Batch,
     File,
@@ -119,17 +118,11 @@ def claim(db: Database, settings: Settings, limit: int, busy: Counter) -> list[J
                 picked.append(delivery_id)
         if not picked:
             return []
-        # A lease time unique to this claim tells which rows this pump won.
-        token = now + timedelta(seconds=LEASE, microseconds=random_token.randbelow(10**6))
         # `status || ''`: a bare status test made SQLite walk the (status, next_attempt_at)
         # index over every pending delivery instead of looking up the picked ids.
-        s.execute(update(WebhookDelivery).where(
-            WebhookDelivery.id.in_(picked), (WebhookDelivery.status + "") == "pending",
-            or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until < now))
-            .values(lease_until=token), execution_options={"synchronize_session": False})
-        return _jobs(s, settings, [r[0] for r in s.execute(
-            select(WebhookDelivery.id).where(WebhookDelivery.id.in_(picked),
-                                             WebhookDelivery.lease_until == token))], now)
+        won = claim_leases(s, WebhookDelivery, picked, LEASE,
+                           (WebhookDelivery.status + "") == "pending", now=now)
+        return _jobs(s, settings, won, now)
 
 
 def _jobs(s: Session, settings: Settings, won: list[str], now) -> list[Job]:

@@ -22,6 +22,16 @@ def quote_in_console(client):
     return re.search(r'name="quote_id" value="(qlock_[^"]+)"', response.get_data(as_text=True)).group(1)
 
 
+def created_in_console(client, session) -> str:
+    """Sign up, sign in, quote and create a batch in the console; its detail page URL."""
+    make_user(session)
+    login(client)
+    quote_id = quote_in_console(client)
+    created = post_form(client, "/batches/create", {"quote_id": quote_id}, page="/batches/new")
+    assert created.status_code == 303
+    return created.headers["Location"]
+
+
 def test_quote_create_watch_download(client, session, seeded_catalog, worker):
     make_user(session)
     login(client)
@@ -46,11 +56,7 @@ def test_quote_create_watch_download(client, session, seeded_catalog, worker):
 
 
 def test_cancel_needs_confirmation(client, session, seeded_catalog):
-    make_user(session)
-    login(client)
-    quote_id = quote_in_console(client)
-    detail_url = post_form(client, "/batches/create", {"quote_id": quote_id},
-                           page="/batches/new").headers["Location"]
+    detail_url = created_in_console(client, session)
     assert "Yes, cancel" in client.get(detail_url + "/cancel").get_data(as_text=True)
     token = get_csrf(client, detail_url + "/cancel")
     done = client.post(detail_url + "/cancel", data={"csrf_token": token})
@@ -59,11 +65,7 @@ def test_cancel_needs_confirmation(client, session, seeded_catalog):
 
 
 def test_progress_fragment_revalidates_with_its_etag(client, session, seeded_catalog, worker):
-    make_user(session)
-    login(client)
-    quote_id = quote_in_console(client)
-    detail_url = post_form(client, "/batches/create", {"quote_id": quote_id},
-                           page="/batches/new").headers["Location"]
+    detail_url = created_in_console(client, session)
     htmx = {"HX-Request": "true"}
     first = client.get(detail_url + "/progress", headers=htmx)
     etag = first.headers["ETag"]
@@ -83,11 +85,7 @@ def test_progress_fragment_revalidates_with_its_etag(client, session, seeded_cat
 def test_items_table_is_one_feedback_form(client, session, seeded_catalog, worker):
     from batchrouter.models import Feedback
 
-    make_user(session)
-    login(client)
-    quote_id = quote_in_console(client)
-    detail_url = post_form(client, "/batches/create", {"quote_id": quote_id},
-                           page="/batches/new").headers["Location"]
+    detail_url = created_in_console(client, session)
     worker()
     page = client.get(detail_url).get_data(as_text=True)
     assert page.count('<form id="item-feedback"') == 1
@@ -110,11 +108,7 @@ def test_items_table_shows_results_and_errors(client, session, seeded_catalog, w
 
     from batchrouter.models import Item
 
-    make_user(session)
-    login(client)
-    quote_id = quote_in_console(client)
-    detail_url = post_form(client, "/batches/create", {"quote_id": quote_id},
-                           page="/batches/new").headers["Location"]
+    detail_url = created_in_console(client, session)
     worker()
     session.execute(update(Item).where(Item.customer_item_id == "c5").values(
         status="failed", result=None, error={"code": "provider_error", "message": "Boom <b>"}))
